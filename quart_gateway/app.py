@@ -1,0 +1,199 @@
+"""The app factory: `create_app()` reads the environment, so any ASGI server can serve it.
+
+    hypercorn 'quart_gateway.app:create_app()'
+
+`python -m quart_gateway` serves the same app with clean SIGTERM draining and workers.
+Construction does no I/O; Redis, the multiplexer and the HTTP client start in the lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import uuid
+from contextlib import suppress
+from typing import Any
+
+from quart import Quart, g, request, websocket
+from quart_cors import cors
+from quart_schema import Info, QuartSchema
+from werkzeug.exceptions import HTTPException
+
+from quart_gateway import logs
+from quart_gateway.auth import TokenVerifier
+from quart_gateway.connection_limit import ConnectionLimiter
+from quart_gateway.embedded import EmbeddedRedis
+from quart_gateway.errors import GatewayError
+from quart_gateway.history import HistoryReader
+from quart_gateway.lifecycle import Lifecycle
+from quart_gateway.metrics import Metrics
+from quart_gateway.multiplexer import Multiplexer
+from quart_gateway.ratelimit import RateLimiter
+from quart_gateway.redis_clients import command_client, pubsub_connection_factory
+from quart_gateway.routes import health, sse, status, ws
+from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.settings import Settings
+from quart_gateway.stream import ping_frame
+from quart_gateway.upstream import create_client
+
+logger = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "X-Correlation-ID"
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    if settings is None:
+        settings = Settings.from_env(os.environ)
+        logs.configure(settings.log_level, settings.log_format)
+    app = Quart("quart_gateway", static_folder=None)
+    app.config["SETTINGS"] = settings
+    app.config["RESPONSE_TIMEOUT"] = None
+    QuartSchema(
+        app,
+        info=Info(title="Realtime client gateway", version="0.1.0"),
+        security_schemes={"bearerAuth": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    for module in (status, health, sse, ws):
+        app.register_blueprint(module.blueprint)
+    if settings.cors_origins:
+        cors(
+            app,
+            allow_origin=list(settings.cors_origins),
+            allow_headers=["Authorization", "Last-Event-ID", "Content-Type", CORRELATION_HEADER],
+            allow_methods=["GET", "OPTIONS"],
+            expose_headers=[CORRELATION_HEADER, "Retry-After"],
+            max_age=600,
+        )
+    _install_request_context(app)
+    _install_error_handlers(app)
+    _install_lifespan(app, settings)
+    return app
+
+
+def _correlation_id(supplied: str | None) -> str:
+    if supplied and _CORRELATION_ID.fullmatch(supplied):
+        return supplied
+    return uuid.uuid4().hex
+
+
+def _install_request_context(app: Quart) -> None:
+    @app.before_request
+    async def _bind_request() -> None:
+        g.correlation_id = _correlation_id(request.headers.get(CORRELATION_HEADER))
+        logs.bind(correlation_id=g.correlation_id)
+
+    @app.before_websocket
+    async def _bind_websocket() -> None:
+        g.correlation_id = _correlation_id(websocket.headers.get(CORRELATION_HEADER))
+        logs.bind(correlation_id=g.correlation_id)
+
+    @app.after_request
+    async def _echo(response: Any) -> Any:
+        correlation_id = getattr(g, "correlation_id", None)
+        if correlation_id:
+            response.headers[CORRELATION_HEADER] = correlation_id
+        return response
+
+
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _install_error_handlers(app: Quart) -> None:
+    @app.errorhandler(GatewayError)
+    async def _gateway_error(error: GatewayError) -> Any:
+        level = logging.WARNING if error.status_code >= 500 else logging.INFO
+        logger.log(level, "request failed: %s", error.code, extra={"status": error.status_code})
+        return _error_body(error.code, error.message), error.status_code, error.headers()
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Any:
+        code = (error.name or "error").lower().replace(" ", "_")
+        status = error.code or 500
+        headers = dict(error.get_headers()) if status == 405 else {}
+        headers.pop("Content-Type", None)
+        return _error_body(code, error.description or error.name or "Error"), status, headers
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Any:
+        logger.exception("unhandled error")
+        return _error_body("internal_error", "Internal server error"), 500
+
+
+def _install_lifespan(app: Quart, settings: Settings) -> None:
+    state: dict[str, Any] = {}
+
+    @app.before_serving
+    async def _start() -> None:
+        url = str(settings.redis_url) if settings.redis_url else None
+        if url is None:
+            embedded = EmbeddedRedis()
+            url = await asyncio.to_thread(embedded.start)
+            state["embedded"] = embedded
+            logger.info("no REDIS_URL: embedded single-node mode (%s)", embedded.binary)
+        metrics = Metrics()
+        redis = command_client(url, verify_tls=settings.redis_ssl_verify)
+        mux = Multiplexer(
+            pubsub_connection_factory(url, verify_tls=settings.redis_ssl_verify),
+            metrics=metrics,
+            max_events=settings.subscriber_queue_events,
+            max_bytes=settings.subscriber_queue_bytes,
+        )
+        metrics.add_listener_gauges(lambda: _listener_numbers(mux))
+        lifecycle = Lifecycle()
+        lifecycle.attach(mux)
+        connection_limiter = ConnectionLimiter(redis, settings.max_connections_per_user, metrics)
+        svc = Services(
+            settings=settings,
+            metrics=metrics,
+            verifier=TokenVerifier(settings),
+            lifecycle=lifecycle,
+            redis=redis,
+            http=create_client(settings),
+            mux=mux,
+            rate_limiter=RateLimiter(redis, settings.status_rate_limit, metrics, scope="status"),
+            connection_limiter=connection_limiter,
+            history=HistoryReader(redis),
+        )
+        await mux.start()
+        await connection_limiter.start()
+        state["heartbeat"] = asyncio.create_task(
+            _heartbeat(mux, settings.heartbeat_interval_seconds), name="heartbeat"
+        )
+        app.extensions[EXTENSION_KEY] = svc
+
+    @app.after_serving
+    async def _stop() -> None:
+        svc: Services | None = app.extensions.pop(EXTENSION_KEY, None)
+        heartbeat = state.pop("heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with suppress(asyncio.CancelledError):
+                await heartbeat
+        if svc is not None:
+            svc.lifecycle.start_draining()
+            await svc.mux.stop()
+            await svc.connection_limiter.stop()
+            await svc.http.aclose()
+            await svc.redis.aclose()
+        embedded: EmbeddedRedis | None = state.pop("embedded", None)
+        if embedded is not None:
+            await asyncio.to_thread(embedded.cleanup)
+
+
+def _listener_numbers(mux: Multiplexer) -> tuple[float, int, int, bool]:
+    stats = mux.statistics()
+    return stats.seconds_since_heard, stats.channels, stats.subscribers, stats.healthy
+
+
+async def _heartbeat(mux: Multiplexer, interval: float) -> None:
+    """One `ping` frame per interval, encoded once and offered to every live connection."""
+    while True:
+        await asyncio.sleep(interval)
+        mux.broadcast(ping_frame())

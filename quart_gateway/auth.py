@@ -1,0 +1,102 @@
+"""JWT verification: token in, `Principal` out. No Quart imports.
+
+The algorithm list is always the single configured algorithm, so `alg: none` and
+algorithm-confusion tokens (an HMAC token signed with the public key) fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from quart_gateway.errors import AuthError
+from quart_gateway.settings import JWT_HMAC, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    expires_at: float  # unix seconds, from `exp`
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        self._algorithm = settings.jwt_algorithm
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway_seconds
+        self._key: Any = None
+        self._jwks: jwt.PyJWKClient | None = None
+        if settings.jwt_algorithm in JWT_HMAC:
+            assert settings.jwt_secret_key is not None
+            self._key = str(settings.jwt_secret_key)
+        elif settings.jwt_public_key:
+            self._key = settings.jwt_public_key
+        else:
+            assert settings.jwt_jwks_url is not None
+            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+
+    async def verify(self, token: str | None) -> Principal:
+        if not token:
+            raise AuthError("Missing token")
+        key = self._key
+        if self._jwks is not None:
+            try:  # PyJWKClient fetches with urllib: keep the event loop free
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            except jwt.PyJWKClientError as exc:
+                raise AuthError("Token signing key not found") from exc
+            except jwt.InvalidTokenError as exc:
+                raise AuthError("Malformed token") from exc
+        return self.verify_with_key(token, key)
+
+    def verify_with_key(self, token: str, key: Any) -> Principal:
+        options: dict[str, Any] = {"require": ["exp", "sub"]}
+        if self._audience is None:
+            options["verify_aud"] = False
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self._algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options=options,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("Token expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(_reason(exc)) from exc
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.strip():
+            raise AuthError("Token has no subject")
+        return Principal(user_id=sub, expires_at=float(claims["exp"]))
+
+
+def _reason(exc: jwt.InvalidTokenError) -> str:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"Token lacks the {exc.claim!r} claim"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "Token audience not accepted"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "Token issuer not accepted"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "Token not yet valid"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "Token algorithm not accepted"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "Token signature invalid"
+    return "Malformed token"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None

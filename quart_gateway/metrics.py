@@ -1,0 +1,98 @@
+"""Prometheus metrics of one worker, in a registry of its own (one per app instance)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge(
+            "gateway_connections", "Open live-stream connections", ["transport"], registry=r
+        )
+        self.connections_total = Counter(
+            "gateway_connections_opened", "Live-stream connections opened", ["transport"], registry=r
+        )
+        self.rejected = Counter(
+            "gateway_connections_rejected",
+            "Live-stream connections refused, by reason",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.disconnects = Counter(
+            "gateway_disconnects", "Streams ended by the gateway, by reason", ["reason"], registry=r
+        )
+        self.delivered = Counter(
+            "gateway_events_delivered",
+            "Events queued to connections (one per connection per event)",
+            registry=r,
+        )
+        self.replayed = Counter(
+            "gateway_events_replayed", "Events sent from history on resume", registry=r
+        )
+        self.dropped = Counter(
+            "gateway_events_dropped",
+            "Published messages not forwarded, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.slow_disconnects = Counter(
+            "gateway_slow_consumer_disconnects",
+            "Connections closed because their queue overflowed",
+            registry=r,
+        )
+        self.redis_reconnects = Counter(
+            "gateway_redis_reconnects", "Pub/sub listener reconnections to Redis", registry=r
+        )
+        self.resyncs = Counter(
+            "gateway_resyncs", "resync messages sent to clients, by reason", ["reason"], registry=r
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited", "Requests refused by the per-user rate limit", registry=r
+        )
+        self.redis_errors = Counter(
+            "gateway_redis_errors",
+            "Redis command failures outside the listener, by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Failed upstream calls, by error code", ["code"], registry=r
+        )
+
+    def add_listener_gauges(self, read: Callable[[], tuple[float, int, int, bool]]) -> None:
+        """Gauges read at scrape time from the multiplexer's statistics()."""
+        self.registry.register(_ListenerCollector(read))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ListenerCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[float, int, int, bool]]) -> None:
+        self._read = read
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        lag, channels, subscribers, healthy = self._read()
+        yield GaugeMetricFamily(
+            "gateway_listener_seconds_since_heard",
+            "Seconds since the pub/sub listener last heard from Redis",
+            value=lag,
+        )
+        yield GaugeMetricFamily(
+            "gateway_listener_healthy", "1 when the pub/sub listener is healthy", value=int(healthy)
+        )
+        yield GaugeMetricFamily(
+            "gateway_subscribed_channels", "Redis channels this worker subscribes", value=channels
+        )
+        yield GaugeMetricFamily(
+            "gateway_subscribers", "Connections registered with the multiplexer", value=subscribers
+        )

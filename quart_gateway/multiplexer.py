@@ -1,0 +1,314 @@
+"""One Redis subscription per worker, shared by every local connection.
+
+    Redis ──(1 pub/sub connection)──> reader ──parse/validate/encode once──> Frame
+                                                │
+                 channels["ws:U"].subscribers ──┼─> Subscriber.offer(frame)   (sync, bounded)
+                                                └─> Subscriber.offer(frame)
+
+`subscribe(user_id)` reference-counts `SUBSCRIBE ws:{user}`: the first local connection of a
+user sends it, the last one out sends `UNSUBSCRIBE`. The reader never awaits a client.
+
+The pub/sub connection is a bare redis-py `Connection`, not a `PubSub` object: `PubSub`
+reconnects and resubscribes silently inside its retry layer, which would hide exactly the
+outages clients must hear about (`resync`). Here the supervisor owns reconnection: on any
+failure it backs off with jitter, resubscribes every live channel on a new connection and, once
+each channel's `SUBSCRIBE` is acknowledged, offers `resync` to the connections that were open
+during the outage. A watchdog pings the idle connection and restarts it if Redis stops answering
+(a half-open TCP connection looks healthy otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from events.channels import user_channel
+from quart_gateway import disconnect
+from quart_gateway.backoff import Backoff
+from quart_gateway.disconnect import Disconnect
+from quart_gateway.metrics import Metrics
+from quart_gateway.subscriber import Subscriber
+from quart_gateway.wire import DropReason, Frame, decode_message, encode_system
+
+logger = logging.getLogger(__name__)
+
+ConnectionFactory = Callable[[], aioredis.Connection]
+
+
+@dataclass(frozen=True, slots=True)
+class MultiplexerStatistics:
+    connected: bool
+    healthy: bool
+    channels: int
+    subscribers: int
+    reconnects: int
+    seconds_since_heard: float
+
+
+class _Channel:
+    __slots__ = ("active", "name", "subscribers")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.subscribers: set[Subscriber] = set()
+        self.active = False  # SUBSCRIBE acknowledged on the current connection
+
+
+class Multiplexer:
+    def __init__(
+        self,
+        connection_factory: ConnectionFactory,
+        *,
+        metrics: Metrics,
+        max_events: int,
+        max_bytes: int,
+        probe_interval: float = 5.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._factory = connection_factory
+        self._metrics = metrics
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._probe_interval = probe_interval
+        self._backoff = backoff or Backoff()
+        self._channels: dict[str, _Channel] = {}
+        self._inflight: Counter[str] = Counter()  # SUBSCRIBEs sent but not yet acknowledged
+        self._commands: asyncio.Queue[tuple[str, ...]] = asyncio.Queue()
+        self._needs_resync: set[Subscriber] = set()
+        self._conn: aioredis.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_heard = time.monotonic()
+        self._reconnects = 0
+        self._subscribers = 0
+        self._closing = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="multiplexer")
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._drop_connection()
+
+    def close_all(self, reason: Disconnect) -> None:
+        for channel in self._channels.values():
+            for sub in channel.subscribers:
+                sub.close(reason)
+
+    def statistics(self) -> MultiplexerStatistics:
+        age = time.monotonic() - self._last_heard
+        connected = self._conn is not None
+        return MultiplexerStatistics(
+            connected=connected,
+            healthy=connected and age < 3 * self._probe_interval,
+            channels=len(self._channels),
+            subscribers=self._subscribers,
+            reconnects=self._reconnects,
+            seconds_since_heard=age,
+        )
+
+    # --- per connection ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def subscribe(self, user_id: str) -> AsyncIterator[Subscriber]:
+        """Register a connection for `user_id`'s events; unregisters on exit, even on cancel.
+
+        Frames are queued from the moment of registration; `Subscriber.wait_active()` tells
+        when the Redis subscription behind them is confirmed.
+        """
+        sub = Subscriber(user_id, max_events=self._max_events, max_bytes=self._max_bytes)
+        name = user_channel(user_id)
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel(name)
+            channel.subscribers.add(sub)
+            self._subscribers += 1
+            self._send("SUBSCRIBE", name)
+        else:
+            channel.subscribers.add(sub)
+            self._subscribers += 1
+            if channel.active:
+                sub.activate()
+        try:
+            yield sub
+        finally:
+            self._subscribers -= 1
+            self._needs_resync.discard(sub)
+            channel.subscribers.discard(sub)
+            if not channel.subscribers and self._channels.get(name) is channel:
+                del self._channels[name]
+                self._send("UNSUBSCRIBE", name)
+
+    def broadcast(self, frame: Frame) -> None:
+        """Offer `frame` to every connection whose subscription is active (heartbeats)."""
+        for channel in self._channels.values():
+            for sub in channel.subscribers:
+                if sub.active:
+                    sub.offer(frame)
+
+    # --- Redis side --------------------------------------------------------------------------
+
+    def _send(self, *args: str) -> None:
+        """Queue a (UN)SUBSCRIBE for the writer task of the current connection, if there is one.
+
+        Handlers never write to the socket themselves: a handler cancelled mid-write would
+        close the connection shared by every client. Without a connection there is nothing to
+        do: the supervisor subscribes every channel in `_channels` when it (re)connects.
+        """
+        if self._conn is None:
+            return
+        if args[0] == "SUBSCRIBE":
+            for name in args[1:]:
+                self._inflight[name] += 1
+        self._commands.put_nowait(args)
+
+    async def _write(self, conn: aioredis.Connection) -> None:
+        while True:
+            args = await self._commands.get()
+            await conn.send_command(*args, check_health=False)
+
+    async def _supervise(self) -> None:
+        """Run the listener forever: a failure is logged, backed off and recovered from."""
+        first = True
+        while not self._closing:
+            try:
+                await self._listen(first)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("redis pub/sub connection lost: %s", exc or type(exc).__name__)
+            except Exception:
+                logger.exception("multiplexer listener crashed; restarting it")
+            first = False
+            await self._drop_connection()
+            self._reconnects += 1
+            self._metrics.redis_reconnects.inc()
+            # Every open connection may miss events from now until its channel is back.
+            # (Connections still waiting for their first confirmation have missed nothing.)
+            for channel in self._channels.values():
+                if channel.active:
+                    self._needs_resync.update(channel.subscribers)
+                    channel.active = False
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _listen(self, first: bool) -> None:
+        conn = self._factory()
+        try:
+            await conn.connect()
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        # From here on, new channels are sent by `subscribe()`; the ones registered before
+        # are in this snapshot. No await between the two lines keeps that exact.
+        self._commands = asyncio.Queue()
+        self._inflight.clear()
+        self._conn, names = conn, list(self._channels)
+        self._last_heard = time.monotonic()
+        if names:
+            self._send("SUBSCRIBE", *names)
+        if not first:
+            logger.warning("redis pub/sub reconnected; resubscribed %d channels", len(names))
+        self._backoff.reset()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._watchdog(conn))
+            tasks.create_task(self._write(conn))
+            await self._read(conn)
+
+    async def _read(self, conn: aioredis.Connection) -> None:
+        channels = self._channels
+        metrics = self._metrics
+        while True:
+            response = await conn.read_response(timeout=math.inf)
+            self._last_heard = time.monotonic()
+            if not isinstance(response, list) or not response:
+                continue
+            kind = response[0]
+            if kind == b"message":
+                channel = channels.get(response[1].decode())
+                if channel is None:
+                    continue  # unsubscribed meanwhile
+                frame = decode_message(response[2])
+                if isinstance(frame, DropReason):
+                    metrics.dropped.labels(reason=str(frame)).inc()
+                    logger.warning("dropped a published message: %s", frame)
+                    continue
+                self._dispatch(channel, frame)
+            elif kind == b"subscribe":
+                self._acknowledged(response[1].decode())
+
+    def _dispatch(self, channel: _Channel, frame: Frame) -> None:
+        delivered = 0
+        for sub in channel.subscribers:
+            was_open = sub.close_reason is None
+            if sub.offer(frame):
+                delivered += 1
+            elif was_open and sub.close_reason is disconnect.SLOW_CONSUMER:
+                events, size = sub.overflow_depth
+                logger.info(
+                    "slow consumer disconnected",
+                    extra={
+                        "user_id": sub.user_id,
+                        "conn_id": sub.conn_id,
+                        "queued_events": events,
+                        "queued_bytes": size,
+                    },
+                )
+                self._metrics.slow_disconnects.inc()
+        self._metrics.delivered.inc(delivered)
+
+    def _acknowledged(self, name: str) -> None:
+        self._inflight[name] -= 1
+        if self._inflight[name] > 0:
+            return  # a later SUBSCRIBE of the same channel is still on its way
+        del self._inflight[name]
+        channel = self._channels.get(name)
+        if channel is None or channel.active:
+            return
+        channel.active = True
+        for sub in channel.subscribers:
+            sub.activate()
+        stale = [sub for sub in channel.subscribers if sub in self._needs_resync]
+        if stale:
+            frame = encode_system(
+                {
+                    "event": "resync",
+                    "reason": "redis_reconnected",
+                    "timestamp": datetime.now(UTC).isoformat(),
+                }
+            )
+            for sub in stale:
+                self._needs_resync.discard(sub)
+                sub.offer(frame)
+
+    async def _watchdog(self, conn: aioredis.Connection) -> None:
+        """Ping when idle; fail the listener if Redis stops answering."""
+        interval = self._probe_interval
+        while True:
+            await asyncio.sleep(interval / 2)
+            idle = time.monotonic() - self._last_heard
+            if idle > 3 * interval:
+                raise TimeoutError(f"no answer from redis for {idle:.1f}s")
+            if idle > interval:
+                self._commands.put_nowait(("PING",))
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):
+                await conn.disconnect(nowait=True)

@@ -1,0 +1,53 @@
+"""/healthz (the process is alive), /readyz (it can serve live streams), /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from quart import Blueprint, Response
+from quart_schema import document_response, hide, tag
+from redis.exceptions import RedisError
+
+from quart_gateway.metrics import CONTENT_TYPE
+from quart_gateway.schemas import HealthResponse, ReadinessResponse
+from quart_gateway.services import services
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+@tag(["Operations"])
+@document_response(HealthResponse, 200)
+async def healthz() -> tuple[HealthResponse, int]:
+    """Liveness: the worker's event loop answers. Restart the process only if this fails."""
+    return HealthResponse(status="ok"), 200
+
+
+@blueprint.get("/readyz")
+@tag(["Operations"])
+@document_response(ReadinessResponse, 200)
+@document_response(ReadinessResponse, 503)
+async def readyz() -> tuple[ReadinessResponse, int]:
+    """Readiness: Redis answers and the pub/sub listener is healthy, and not draining."""
+    svc = services()
+    try:
+        async with asyncio.timeout(1.0):
+            redis_ok = bool(await svc.redis.ping())
+    except (RedisError, OSError, TimeoutError):
+        redis_ok = False
+    listener_ok = svc.mux.statistics().healthy
+    draining = svc.lifecycle.draining
+    ready = redis_ok and listener_ok and not draining
+    body = ReadinessResponse(
+        status="ready" if ready else "not_ready",
+        redis=redis_ok,
+        listener=listener_ok,
+        draining=draining,
+    )
+    return body, 200 if ready else 503
+
+
+@blueprint.get("/metrics")
+@hide
+async def metrics() -> Response:
+    return Response(services().metrics.render(), content_type=CONTENT_TYPE)

@@ -1,0 +1,41 @@
+"""Everything a request handler needs, built once per worker in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import redis.asyncio as aioredis
+from quart import current_app
+
+from quart_gateway.auth import TokenVerifier
+from quart_gateway.connection_limit import ConnectionLimiter
+from quart_gateway.history import HistoryReader
+from quart_gateway.lifecycle import Lifecycle
+from quart_gateway.metrics import Metrics
+from quart_gateway.multiplexer import Multiplexer
+from quart_gateway.ratelimit import RateLimiter
+from quart_gateway.settings import Settings
+
+EXTENSION_KEY = "gateway"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: Metrics
+    verifier: TokenVerifier
+    lifecycle: Lifecycle
+    redis: aioredis.Redis
+    http: httpx.AsyncClient
+    mux: Multiplexer
+    rate_limiter: RateLimiter
+    connection_limiter: ConnectionLimiter
+    history: HistoryReader
+
+
+def services() -> Services:
+    found = current_app.extensions.get(EXTENSION_KEY)
+    if not isinstance(found, Services):
+        raise RuntimeError("gateway services are not running (is the app serving?)")
+    return found

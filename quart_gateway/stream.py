@@ -1,0 +1,138 @@
+"""What every live stream does, whatever its transport.
+
+    register with the multiplexer ─> wait until Redis confirms ─> `connected`
+        ─> replay history after Last-Event-ID (or `resync`) ─> live frames, de-duplicated
+        ─> ends when the subscriber is closed: client gone, slow, token expiry, shutdown
+
+`frames()` yields lists of ready-to-send frames; the WebSocket and SSE handlers only write
+them out. Timers (token expiry, stall guard) close the subscriber; they never touch the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Literal
+
+from redis.exceptions import RedisError
+
+from events.channels import parse_stream_id
+from quart_gateway import disconnect
+from quart_gateway.auth import Principal
+from quart_gateway.history import HistoryReader
+from quart_gateway.metrics import Metrics
+from quart_gateway.subscriber import Subscriber
+from quart_gateway.wire import Frame, encode_system
+
+logger = logging.getLogger(__name__)
+
+# A pump still stuck writing this long after its connection was closed is cancelled:
+# its client stopped reading, and only the task's cancellation frees the connection.
+STALL_GRACE_SECONDS = 2.0
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def ping_frame() -> Frame:
+    return encode_system({"event": "ping", "timestamp": now_iso()})
+
+
+def disconnect_frame(reason: disconnect.Disconnect) -> Frame:
+    return encode_system(reason.payload(now_iso()))
+
+
+class StreamGuard:
+    """Per-connection timers: token expiry and the stall guard. Cancel with `close()`."""
+
+    def __init__(self, sub: Subscriber, principal: Principal) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._sub = sub
+        self._stall: asyncio.TimerHandle | None = None
+        remaining = principal.expires_at - time.time()
+        # Never later than `exp`; a little earlier at random so that tokens issued together
+        # do not all reconnect in the same instant.
+        delay = max(0.0, remaining - random.uniform(0, min(5.0, max(0.0, remaining) * 0.1)))
+        self._expiry = loop.call_later(delay, sub.close, disconnect.TOKEN_EXPIRED)
+        sub.on_close = self._closed
+
+    def _closed(self) -> None:
+        if not self._sub.waiting and self._stall is None:
+            self._stall = asyncio.get_running_loop().call_later(
+                STALL_GRACE_SECONDS, self._cancel_if_stuck
+            )
+
+    def _cancel_if_stuck(self) -> None:
+        if not self._sub.waiting and self._task is not None and not self._task.done():
+            logger.info("cancelling a connection stuck writing to its client")
+            self._task.cancel()
+
+    def close(self) -> None:
+        self._expiry.cancel()
+        if self._stall is not None:
+            self._stall.cancel()
+        self._sub.on_close = None
+
+
+async def frames(
+    sub: Subscriber,
+    *,
+    transport: Literal["ws", "sse"],
+    heartbeat_interval: float,
+    last_event_id: str | None,
+    history: HistoryReader,
+    metrics: Metrics,
+) -> AsyncIterator[list[Frame]]:
+    """The messages of one connection, in order. Returns when the subscriber is closed."""
+    if not await sub.wait_active():
+        return
+    yield [
+        encode_system(
+            {
+                "event": "connected",
+                "connection_id": sub.conn_id,
+                "transport": transport,
+                "heartbeat_interval": heartbeat_interval,
+                "timestamp": now_iso(),
+            }
+        )
+    ]
+    watermark: tuple[int, int] | None = None
+    if last_event_id:
+        gap: str | None
+        try:
+            replay = await history.since(sub.user_id, last_event_id)
+            gap = replay.gap
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("history unavailable for resume: %s", type(exc).__name__)
+            metrics.redis_errors.labels(operation="history").inc()
+            replay, gap = None, "history_unavailable"
+        if gap is not None or replay is None:
+            metrics.resyncs.labels(reason="history_unavailable").inc()
+            yield [
+                encode_system({"event": "resync", "reason": "history_unavailable", "timestamp": now_iso()})
+            ]
+        else:
+            watermark = parse_stream_id(last_event_id)
+            if replay.frames:
+                metrics.replayed.inc(len(replay.frames))
+                watermark = replay.frames[-1].event_id
+                yield replay.frames
+    while True:
+        batch = await sub.get()
+        if not batch:
+            return
+        if watermark is not None:
+            # Live frames that the replay already covered: same ids, drop them.
+            batch = [f for f in batch if f.event_id is None or f.event_id > watermark]
+            if any(f.event_id is not None for f in batch):
+                watermark = None  # ids only grow: nothing older can follow
+            if not batch:
+                continue
+        yield batch

@@ -1,0 +1,126 @@
+"""Per-connection bounded buffer between the multiplexer and one client.
+
+The multiplexer calls `offer()` (sync, never blocks); the connection's pump awaits `get()`,
+which hands over everything queued at once so a connection that fell behind catches up in one
+write. The buffer is bounded by event count and by bytes; overflowing it ends the connection
+with SLOW_CONSUMER instead of growing memory or slowing anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from quart_gateway import disconnect
+from quart_gateway.disconnect import Disconnect
+from quart_gateway.wire import Frame
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStatistics:
+    queued_events: int
+    queued_bytes: int
+    delivered: int
+
+
+class Subscriber:
+    __slots__ = (
+        "_bytes",
+        "_queue",
+        "_waiter",
+        "active",
+        "close_reason",
+        "on_close",
+        "conn_id",
+        "delivered",
+        "max_bytes",
+        "max_events",
+        "overflow_depth",
+        "user_id",
+    )
+
+    def __init__(self, user_id: str, *, max_events: int, max_bytes: int) -> None:
+        self.user_id = user_id
+        self.conn_id = f"{next(_ids):x}"
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.close_reason: Disconnect | None = None
+        self.delivered = 0
+        self._queue: deque[Frame] = deque()
+        self._bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self.overflow_depth: tuple[int, int] = (0, 0)  # (events, bytes) queued at overflow
+        self.active = False  # Redis has confirmed the subscription feeding this connection
+        self.on_close: Callable[[], object] | None = None
+
+    def offer(self, frame: Frame) -> bool:
+        """Queue a frame; False if the connection is closing or just overflowed."""
+        if self.close_reason is not None:
+            return False
+        if len(self._queue) >= self.max_events or self._bytes + frame.size > self.max_bytes:
+            self.overflow_depth = (len(self._queue), self._bytes)
+            self.close(disconnect.SLOW_CONSUMER)
+            return False
+        self._queue.append(frame)
+        self._bytes += frame.size
+        self._wake()
+        return True
+
+    def close(self, reason: Disconnect) -> None:
+        """Ask the connection to end; the first reason wins. Queued frames are discarded."""
+        if self.close_reason is None:
+            self.close_reason = reason
+            self._queue.clear()
+            self._bytes = 0
+            self._wake()
+            if self.on_close is not None:
+                self.on_close()
+
+    def activate(self) -> None:
+        """Called by the multiplexer once Redis has confirmed the subscription."""
+        if not self.active:
+            self.active = True
+            self._wake()
+
+    @property
+    def waiting(self) -> bool:
+        """True while the connection's pump is parked in `get()`/`wait_active()`."""
+        return self._waiter is not None
+
+    async def wait_active(self) -> bool:
+        """Wait for `activate()`; False if the connection must end first."""
+        while not self.active and self.close_reason is None:
+            await self._wait()
+        return self.close_reason is None
+
+    async def get(self) -> list[Frame]:
+        """Everything queued, waiting for at least one frame; [] once the connection must end."""
+        while not self._queue and self.close_reason is None:
+            await self._wait()
+        if self.close_reason is not None:
+            return []
+        frames = list(self._queue)
+        self._queue.clear()
+        self._bytes = 0
+        self.delivered += len(frames)
+        return frames
+
+    def statistics(self) -> SubscriberStatistics:
+        return SubscriberStatistics(len(self._queue), self._bytes, self.delivered)
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

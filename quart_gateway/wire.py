@@ -1,0 +1,89 @@
+"""Pure encoders and the message filter: Redis payload in, ready-to-send `Frame` out.
+
+Each message is parsed, validated and encoded once, in the multiplexer; every connection then
+sends the same `Frame` (text for WebSocket, bytes for SSE). No I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from events import REGISTERED_EVENT_TYPES
+from events.channels import parse_stream_id
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One message, encoded for both transports."""
+
+    text: str  # WebSocket text frame: the JSON object
+    sse: bytes  # SSE frame: optional `id:` line, one `data:` line, blank line
+    event_id: tuple[int, int] | None  # parsed history id, for resume de-duplication
+    size: int  # bytes counted against a connection's queue budget
+
+
+class DropReason(str):
+    """Why a Redis message was not forwarded (a metric label)."""
+
+
+NOT_JSON = DropReason("not_json")
+NOT_OBJECT = DropReason("not_object")
+UNKNOWN_EVENT = DropReason("unknown_event")
+NOT_UTF8 = DropReason("not_utf8")
+
+
+def sse_frame(data: str, event_id: str | None = None) -> bytes:
+    """`data` must be free of CR/LF (compact JSON is); the id is checked, not trusted."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+def sse_retry(milliseconds: int) -> bytes:
+    return f"retry: {int(milliseconds)}\n\n".encode()
+
+
+def sse_comment(text: str = "") -> bytes:
+    return (": " + text.replace("\r", " ").replace("\n", " ") + "\n\n").encode()
+
+
+def make_frame(text: str, raw_id: Any = None) -> Frame:
+    """Build a frame from compact JSON text and the object's own `id` member, if any."""
+    event_id = parse_stream_id(raw_id) if isinstance(raw_id, str) else None
+    sse = sse_frame(text, raw_id if event_id is not None else None)
+    return Frame(text=text, sse=sse, event_id=event_id, size=len(sse))
+
+
+def encode_system(payload: dict[str, Any]) -> Frame:
+    """A gateway-originated message (`connected`, `ping`, `resync`, `disconnect`)."""
+    return make_frame(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+
+
+def decode_message(data: bytes | str) -> Frame | DropReason:
+    """Filter and encode one published message.
+
+    Forward only a JSON object whose `event` is a registered domain type, as published.
+    Legacy `{"event": ..., "data": {...}}` payloads pass: only the type is checked here; field
+    validation is the publishers' job, so an older gateway forwards a newer event's fields.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            return NOT_UTF8
+    else:
+        text = data
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return NOT_JSON
+    if not isinstance(obj, dict):
+        return NOT_OBJECT
+    event = obj.get("event")
+    if not isinstance(event, str) or event not in REGISTERED_EVENT_TYPES:
+        return UNKNOWN_EVENT
+    if "\n" in text or "\r" in text or text != text.strip():
+        # Pretty-printed JSON would break SSE framing: re-encode compactly (same object).
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return make_frame(text, obj.get("id"))
