@@ -11,6 +11,7 @@ import logging
 import uuid
 
 from quart import Blueprint, websocket
+from quart_cors import cors_exempt
 
 from quart_gateway import disconnect, logs
 from quart_gateway.errors import AuthError
@@ -43,6 +44,7 @@ async def _read_client() -> None:
 
 @blueprint.websocket("/ws")
 @blueprint.websocket("/ws/")
+@cors_exempt  # the origin is checked below, after accept, so the browser learns why
 async def ws() -> None:
     svc = services()
     settings = svc.settings

@@ -1,0 +1,159 @@
+"""Domain publishers with the origin design's method names, so services can drop them in.
+
+Each takes the `EventPublisher` and returns the published event's id. Phase and status values
+are accepted as strings or enums, in any case: the orchestrator's real enums are lowercase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from events import (
+    BatchFileAdded,
+    BatchFileRemoved,
+    BatchLockedForProcessing,
+    BatchPhaseConcluded,
+    ClassCreated,
+    ClassUpdated,
+    EssayStatusUpdated,
+    EssayStudentAssociationUpdated,
+    StudentCreated,
+    StudentParsingCompleted,
+    StudentUpdated,
+)
+from publishers._publisher import EventPublisher
+
+SPELLCHECK_PHASE = "spellcheck"
+
+
+def enum_value(value: Any) -> str:
+    """`Phase.SPELLCHECK`, `"SPELLCHECK"` and `"spellcheck"` all become `"spellcheck"`."""
+    return str(getattr(value, "value", value)).strip().lower()
+
+
+def _student_name(result: Any) -> Any:
+    if isinstance(result, Mapping):
+        return result.get("student_name")
+    return getattr(result, "student_name", None)
+
+
+class FileServicePublisher:
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish_file_added_event(
+        self, batch_id: str, essay_id: str, filename: str, user_id: str
+    ) -> str:
+        event = BatchFileAdded(batch_id=batch_id, essay_id=essay_id, filename=filename)
+        return await self._publisher.publish(user_id, event)
+
+    async def publish_file_removed_event(
+        self, batch_id: str, essay_id: str, filename: str, user_id: str
+    ) -> str:
+        event = BatchFileRemoved(batch_id=batch_id, essay_id=essay_id, filename=filename)
+        return await self._publisher.publish(user_id, event)
+
+    async def publish_student_parsing_completed_event(
+        self, batch_id: str, parsing_results: Iterable[Any], user_id: str
+    ) -> str:
+        """`parsing_results`: objects or mappings with a `student_name` (empty = not parsed)."""
+        results = list(parsing_results)
+        event = StudentParsingCompleted(
+            batch_id=batch_id,
+            parsed_count=sum(1 for r in results if _student_name(r)),
+            total_count=len(results),
+        )
+        return await self._publisher.publish(user_id, event)
+
+
+class ClassManagementPublisher:
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish_class_created_event(
+        self, class_id: str, class_designation: str, user_id: str
+    ) -> str:
+        event = ClassCreated(class_id=class_id, class_designation=class_designation)
+        return await self._publisher.publish(user_id, event)
+
+    async def publish_class_updated_event(
+        self, class_id: str, class_designation: str, user_id: str
+    ) -> str:
+        event = ClassUpdated(class_id=class_id, class_designation=class_designation)
+        return await self._publisher.publish(user_id, event)
+
+    async def publish_student_created_event(
+        self, student_id: str, student_name: str, student_email: str | None, user_id: str
+    ) -> str:
+        event = StudentCreated(
+            student_id=student_id, student_name=student_name, student_email=student_email
+        )
+        return await self._publisher.publish(user_id, event)
+
+    async def publish_student_updated_event(
+        self, student_id: str, student_name: str, student_email: str | None, user_id: str
+    ) -> str:
+        event = StudentUpdated(
+            student_id=student_id, student_name=student_name, student_email=student_email
+        )
+        return await self._publisher.publish(user_id, event)
+
+    async def publish_essay_student_association_event(
+        self, batch_id: str, essay_id: str, student_id: str, association_method: str, user_id: str
+    ) -> str:
+        event = EssayStudentAssociationUpdated(
+            batch_id=batch_id,
+            essay_id=essay_id,
+            student_id=student_id,
+            association_method=association_method,
+        )
+        return await self._publisher.publish(user_id, event)
+
+
+class BatchOrchestratorPublisher:
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish_batch_phase_concluded_event(
+        self, batch_id: str, phase: Any, status: Any, user_id: str
+    ) -> str:
+        event = BatchPhaseConcluded(
+            batch_id=batch_id, phase=enum_value(phase), status=enum_value(status)
+        )
+        return await self._publisher.publish(user_id, event)
+
+    async def publish_phase_initiated_event(
+        self, batch_id: str, phase: Any, user_id: str
+    ) -> str | None:
+        """Call when a pipeline phase starts. When spellcheck starts, the batch is locked:
+        publishes `batch_locked_for_processing` and returns its id; other phases publish
+        nothing and return None."""
+        if enum_value(phase) != SPELLCHECK_PHASE:
+            return None
+        return await self.publish_batch_locked_event(batch_id, user_id)
+
+    async def publish_batch_locked_event(
+        self,
+        batch_id: str,
+        user_id: str,
+        reason: str = "Spellcheck started - no further file modifications allowed",
+    ) -> str:
+        event = BatchLockedForProcessing(batch_id=batch_id, reason=reason)
+        return await self._publisher.publish(user_id, event)
+
+
+class EssayLifecyclePublisher:
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish_essay_status_updated_event(
+        self, batch_id: str, essay_id: str, status: Any, user_id: str, phase: Any = None
+    ) -> str:
+        event = EssayStatusUpdated(
+            batch_id=batch_id,
+            essay_id=essay_id,
+            status=enum_value(status),
+            phase=None if phase is None else enum_value(phase),
+        )
+        return await self._publisher.publish(user_id, event)

@@ -1,0 +1,105 @@
+"""`EventPublisher`: validate, store in history and publish, in one round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from events import DOMAIN_EVENT_TYPES, Event, parse_event
+from events.channels import HISTORY_FIELD, history_key, user_channel
+from publishers._errors import InvalidEventError, PublishError
+
+# KEYS[1] = history stream. ARGV = channel, event JSON (no id), max length, max age in ms.
+# Appends to history (capped by length and age), then publishes the same JSON with the new
+# id spliced in as its first member. Returns the id. Atomic: no reader sees one without the other.
+_PUBLISH = f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', '{HISTORY_FIELD}', ARGV[2])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(math.max(0, now - tonumber(ARGV[4]))))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[1], '{{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+return id
+"""
+
+
+def encode(event: Event | Mapping[str, Any]) -> tuple[Event, str]:
+    """Validate a domain event and return it with its compact JSON text (without `id`)."""
+    try:
+        model = event if isinstance(event, Event) else parse_event(dict(event))
+    except ValidationError as exc:
+        raise InvalidEventError(str(exc)) from exc
+    if model.event not in DOMAIN_EVENT_TYPES:
+        raise InvalidEventError(f"{model.event!r} is not an event a service may publish")
+    payload = model.model_dump(mode="json", exclude={"id"})
+    return model, json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+class EventPublisher:
+    """Publishes typed events to one user's live channel `ws:{user_id}` and history.
+
+    Build it from an existing `redis.asyncio.Redis` (its connection pool is shared and not
+    closed here) or from a URL with `from_url()` (then `aclose()` it, or use `async with`).
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        history_max_events: int = 1000,
+        history_ttl_seconds: int = 86_400,
+        timeout: float = 2.0,
+    ) -> None:
+        if history_max_events < 1 or history_ttl_seconds < 1 or timeout <= 0:
+            raise ValueError("history_max_events, history_ttl_seconds and timeout must be positive")
+        self._client = client
+        self._owns_client = False
+        self._max_events = history_max_events
+        self._ttl_ms = history_ttl_seconds * 1000
+        self._timeout = timeout
+        self._script = client.register_script(_PUBLISH)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> EventPublisher:
+        client = aioredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        publisher = cls(client, **kwargs)
+        publisher._owns_client = True
+        return publisher
+
+    async def publish(self, user_id: str, event: Event | Mapping[str, Any]) -> str:
+        """Publish `event` to `user_id`; return its id (the history stream id).
+
+        Zero connected receivers is normal: the event still goes to history for resume.
+        Raises InvalidEventError for an invalid event and PublishError if Redis fails or does
+        not answer within the timeout.
+        """
+        if not user_id:
+            raise InvalidEventError("user_id must be a non-empty string")
+        _, text = encode(event)
+        try:
+            async with asyncio.timeout(self._timeout):
+                event_id = await self._script(
+                    keys=[history_key(user_id)],
+                    args=[user_channel(user_id), text, self._max_events, self._ttl_ms],
+                )
+        except TimeoutError as exc:
+            raise PublishError(f"publish timed out after {self._timeout}s") from exc
+        except (RedisError, OSError) as exc:
+            raise PublishError(f"publish failed: {exc}") from exc
+        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> EventPublisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,257 @@
+"""Fixtures: a private redis-server per session, loopback upstreams, the gateway in-process
+(Quart test app, or Hypercorn on a free port) and as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart
+
+from quart_gateway.app import create_app
+from quart_gateway.embedded import EmbeddedRedis, EmbeddedServerError
+from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.settings import Secret, Settings
+from tests.support import SECRET, Upstream, free_port, start_upstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_redis(port: int | None = None) -> EmbeddedRedis:
+    try:
+        server = EmbeddedRedis(port=port or free_port())
+    except EmbeddedServerError as exc:
+        pytest.exit(f"cannot run the tests: {exc}", returncode=3)
+    server.start()
+    return server
+
+
+@pytest.fixture(name="redis_server", scope="session")
+def _redis_server() -> Iterator[EmbeddedRedis]:
+    server = start_redis()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(name="redis_url", scope="session")
+def _redis_url(redis_server: EmbeddedRedis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture(name="private_redis")
+def _private_redis() -> Iterator[EmbeddedRedis]:
+    """A server of the test's own, for tests that kill and restart it."""
+    server = start_redis()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(name="user_id")
+def _user_id() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(name="upstream")
+def _upstream() -> Iterator[Upstream]:
+    upstream, server = start_upstream()
+    yield upstream
+    server.shutdown()
+    server.server_close()
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture(name="make_settings")
+def _make_settings(redis_url: str, upstream: Upstream) -> SettingsFactory:
+    def make(**overrides: Any) -> Settings:
+        base = Settings(
+            redis_url=Secret(redis_url),
+            jwt_secret_key=Secret(SECRET),
+            result_aggregator_url=upstream.url,
+            bos_url=upstream.url,
+            upstream_timeout_seconds=1.0,
+            heartbeat_interval_seconds=30.0,
+            log_format="text",
+        )
+        return dataclasses.replace(base, **overrides)
+
+    return make
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[Quart]:
+    app = create_app(settings)
+    async with app.test_app():
+        yield app
+
+
+@pytest.fixture(name="app")
+async def _app(make_settings: SettingsFactory) -> AsyncIterator[Quart]:
+    async with running_app(make_settings()) as app:
+        yield app
+
+
+@dataclass
+class LiveGateway:
+    app: Quart
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def services(self) -> Services:
+        svc = self.app.extensions[EXTENSION_KEY]
+        assert isinstance(svc, Services)
+        return svc
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[LiveGateway]:
+    """The gateway on a free loopback port, served by Hypercorn in this event loop."""
+    app = create_app(settings)
+    port = free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = 1.0
+    config.websocket_ping_interval = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    gateway = LiveGateway(app, port)
+    try:
+        async with httpx.AsyncClient() as client:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if (await client.get(f"{gateway.url}/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if task.done() or time.monotonic() > deadline:
+                    task.result()
+                    raise RuntimeError("gateway did not become ready")
+                await asyncio.sleep(0.02)
+        yield gateway
+    finally:
+        if EXTENSION_KEY in app.extensions:
+            app.extensions[EXTENSION_KEY].lifecycle.start_draining()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture(name="live")
+async def _live(make_settings: SettingsFactory) -> AsyncIterator[LiveGateway]:
+    async with serving(make_settings()) as gateway:
+        yield gateway
+
+
+@pytest.fixture(name="http")
+async def _http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+# --- the gateway as a real process -------------------------------------------------------------
+
+
+@dataclass
+class GatewayProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+
+async def start_process(
+    env: dict[str, str], log_path: Path, port: int | None = None
+) -> GatewayProcess:
+    port = port or free_port()
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PORT": str(port),
+        "JWT_SECRET_KEY": SECRET,
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quart_gateway"],
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    log.close()
+    gateway = GatewayProcess(process, port, log_path)
+    async with httpx.AsyncClient() as client:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gateway exited: {gateway.logs()[-2000:]}")
+            try:
+                if (await client.get(f"{gateway.url}/readyz")).status_code == 200:
+                    return gateway
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"gateway not ready: {gateway.logs()[-2000:]}")
+            await asyncio.sleep(0.05)
+
+
+ProcessFactory = Callable[..., Any]
+
+
+@pytest.fixture(name="gateway_process")
+async def _gateway_process(tmp_path: Path) -> AsyncIterator[ProcessFactory]:
+    started: list[GatewayProcess] = []
+
+    async def start(env: dict[str, str] | None = None, port: int | None = None) -> GatewayProcess:
+        gateway = await start_process(env or {}, tmp_path / f"gateway-{len(started)}.log", port)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        if gateway.process.poll() is None:
+            gateway.process.kill()
+            gateway.process.wait()

@@ -1,0 +1,211 @@
+"""Test support: real servers on loopback (Redis, upstream stand-ins, the gateway) and clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import jwt
+
+SECRET = "test-secret-key-that-is-long-enough-for-hs256-and-even-hs512-ok!"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_token(
+    sub: str | None = "user-1",
+    *,
+    expires_in: float = 300,
+    key: Any = SECRET,
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
+    payload: dict[str, Any] = {"exp": int(time.time() + expires_in), **claims}
+    if sub is not None:
+        payload["sub"] = sub
+    return jwt.encode(payload, key, algorithm=algorithm)
+
+
+# --- upstream stand-ins ------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    delay: float = 0.0
+    raw: bytes | None = None  # sent as-is instead of JSON
+
+
+@dataclass
+class Upstream:
+    """A real HTTP server on loopback answering from a programmable route table."""
+
+    routes: dict[str, Reply] = field(default_factory=dict)
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reply(self, path: str, reply: Reply) -> None:
+        self.routes[path] = reply
+
+    def headers_of(self, path: str) -> dict[str, str]:
+        for seen, headers in reversed(self.requests):
+            if seen == path:
+                return headers
+        raise AssertionError(f"{path} was not requested; saw {[p for p, _ in self.requests]}")
+
+
+def start_upstream() -> tuple[Upstream, ThreadingHTTPServer]:
+    upstream = Upstream()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            upstream.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+            reply = upstream.routes.get(self.path, Reply(404, {"detail": "not found"}))
+            if reply.delay:
+                time.sleep(reply.delay)
+            data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    upstream.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    return upstream, server
+
+
+# --- stream clients ----------------------------------------------------------------------------
+
+
+@dataclass
+class SseEvent:
+    data: dict[str, Any]
+    id: str | None
+    retry: int | None
+
+
+class SseClient:
+    """A minimal EventSource over httpx: parses frames, exposes comments and retry too."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+        self.comments: list[str] = []
+        self.retry: int | None = None
+        self.ended = False
+
+    async def next(self, timeout: float = 5.0) -> SseEvent:
+        async with asyncio.timeout(timeout):
+            data: list[str] = []
+            event_id: str | None = None
+            retry: int | None = None
+            while True:
+                try:
+                    line = await anext(self._lines)
+                except StopAsyncIteration:
+                    self.ended = True
+                    raise EOFError("stream ended") from None
+                if line == "":
+                    if data:
+                        return SseEvent(json.loads("\n".join(data)), event_id, retry)
+                    continue
+                if line.startswith(":"):
+                    self.comments.append(line[1:].strip())
+                    continue
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "data":
+                    data.append(value)
+                elif name == "id":
+                    event_id = value
+                elif name == "retry":
+                    retry = self.retry = int(value)
+                elif name == "event":
+                    raise AssertionError("the gateway must not send an `event:` field")
+
+    async def next_domain(self, timeout: float = 5.0) -> SseEvent:
+        """The next message that is not a heartbeat."""
+        while True:
+            event = await self.next(timeout)
+            if event.data.get("event") != "ping":
+                return event
+
+    async def until_end(self, timeout: float = 5.0) -> list[SseEvent]:
+        events = []
+        try:
+            while True:
+                events.append(await self.next(timeout))
+        except EOFError:
+            return events
+
+
+async def open_sse(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[SseClient]:
+    async with client.stream("GET", url, headers=headers or {}) as response:
+        yield SseClient(response)
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+# --- websocket helpers ------------------------------------------------------------------------
+
+
+async def ws_next(ws: Any, timeout: float = 5.0, *, skip_pings: bool = True) -> dict[str, Any]:
+    """The next JSON message (heartbeats skipped unless asked for)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            if not (skip_pings and message.get("event") == "ping"):
+                return message  # type: ignore[no-any-return]
+
+
+async def ws_close_of(ws: Any, timeout: float = 5.0) -> tuple[int, str, list[dict[str, Any]]]:
+    """Read until the server closes; return (code, reason, messages read meanwhile)."""
+    from websockets.exceptions import ConnectionClosed
+
+    messages: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        try:
+            while True:
+                messages.append(json.loads(await ws.recv()))
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None, "closed without a close frame"
+            return closed.rcvd.code, closed.rcvd.reason, messages
