@@ -22,6 +22,7 @@ def user_of_channel(channel: str) -> str | None:
         return channel[len(CHANNEL_PREFIX) :]
     return None
 
+
 # Field of each history stream entry that holds the event's JSON text (without its "id").
 HISTORY_FIELD = "e"
 

@@ -1,7 +1,7 @@
 """Exceptions raised by `publishers`.
 
-    PublishError            the event was not published (Redis unreachable, timeout, refused)
-    └── InvalidEventError   the event does not match its `events` model (also a ValueError)
+PublishError            the event was not published (Redis unreachable, timeout, refused)
+└── InvalidEventError   the event does not match its `events` model (also a ValueError)
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 from quart_gateway import logs
 from quart_gateway.auth import TokenVerifier
 from quart_gateway.connection_limit import ConnectionLimiter
-from quart_gateway.embedded import EmbeddedRedis
+from quart_gateway.embedded import EmbeddedRedis, default_directory
 from quart_gateway.errors import GatewayError
 from quart_gateway.history import HistoryReader
 from quart_gateway.lifecycle import Lifecycle
@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     QuartSchema(
         app,
         info=Info(title="Realtime client gateway", version="0.1.0"),
-        security_schemes={"bearerAuth": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
+        security_schemes={
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}
+        },
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
@@ -133,10 +135,14 @@ def _install_lifespan(app: Quart, settings: Settings) -> None:
     async def _start() -> None:
         url = str(settings.redis_url) if settings.redis_url else None
         if url is None:
-            embedded = EmbeddedRedis()
-            url = await asyncio.to_thread(embedded.start)
+            # Started from this thread on purpose: the server is tied to its parent thread's
+            # lifetime (PR_SET_PDEATHSIG), and a pool thread may exit before we do.
+            embedded = EmbeddedRedis(directory=default_directory(settings.port))
+            url = embedded.start()
             state["embedded"] = embedded
-            logger.info("no REDIS_URL: embedded single-node mode (%s)", embedded.binary)
+            logger.info(
+                "no REDIS_URL: embedded single-node mode; redis-cli -s %s", embedded.socket_path
+            )
         metrics = Metrics()
         redis = command_client(url, verify_tls=settings.redis_ssl_verify)
         mux = Multiplexer(
@@ -184,7 +190,7 @@ def _install_lifespan(app: Quart, settings: Settings) -> None:
             await svc.redis.aclose()
         embedded: EmbeddedRedis | None = state.pop("embedded", None)
         if embedded is not None:
-            await asyncio.to_thread(embedded.cleanup)
+            embedded.stop()
 
 
 def _listener_numbers(mux: Multiplexer) -> tuple[float, int, int, bool]:

@@ -64,7 +64,7 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options=options,
+                options=options,  # type: ignore[arg-type]
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("Token expired") from exc

@@ -56,7 +56,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class EmbeddedRedis:
     """A private server process. `port=None` listens on a Unix socket only."""
 
-    def __init__(self, *, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, binary: str | None = None, directory: str | None = None
+    ) -> None:
         found = binary or find_server_binary()
         if not found:
             raise EmbeddedServerError(
@@ -66,7 +68,11 @@ class EmbeddedRedis:
             )
         self.binary = found
         self.port = port
-        self._dir = Path(tempfile.mkdtemp(prefix="gw-redis-"))
+        if directory is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="gw-redis-"))
+        else:
+            self._dir = Path(directory)
+            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -102,7 +108,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=_die_with_parent,
             start_new_session=True,  # Ctrl-C in a terminal reaches the gateway, not the server
         )
         deadline = time.monotonic() + timeout
@@ -152,3 +158,9 @@ class EmbeddedRedis:
             return (self._dir / "server.log").read_text()[-500:].strip()
         except OSError:
             return "(no log)"
+
+
+def default_directory(port: int) -> str:
+    """Where the gateway on `port` keeps its embedded server: a stable, documented path, so
+    `redis-cli -s /tmp/quart-gateway-8000/redis.sock` reaches it."""
+    return os.path.join(tempfile.gettempdir(), f"quart-gateway-{port}")

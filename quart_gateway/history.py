@@ -58,7 +58,9 @@ class HistoryReader:
         seen = parse_stream_id(last_id)
         if seen is None:
             return Replay([], "unknown_id")
-        result: list[Any] = await self._script(keys=[history_key(user_id)], args=[last_id, MAX_REPLAY])
+        result: list[Any] = await self._script(
+            keys=[history_key(user_id)], args=[last_id, MAX_REPLAY]
+        )
         if not result or int(result[0]) == 0:
             return Replay([], "trimmed")  # expired whole, or never existed: can't vouch for it
         last, deleted, entries = _text(result[1]), _text(result[2]), result[3]

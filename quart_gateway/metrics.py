@@ -19,7 +19,10 @@ class Metrics:
             "gateway_connections", "Open live-stream connections", ["transport"], registry=r
         )
         self.connections_total = Counter(
-            "gateway_connections_opened", "Live-stream connections opened", ["transport"], registry=r
+            "gateway_connections_opened",
+            "Live-stream connections opened",
+            ["transport"],
+            registry=r,
         )
         self.rejected = Counter(
             "gateway_connections_rejected",

@@ -210,7 +210,7 @@ class Multiplexer:
     async def _listen(self, first: bool) -> None:
         conn = self._factory()
         try:
-            await conn.connect()
+            await conn.connect()  # type: ignore[no-untyped-call]
         except BaseException:
             await conn.disconnect(nowait=True)
             raise

@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 
 class BatchStatusResponse(BaseModel):
     batch_id: str
-    pipeline_state: Any = Field(description="Pipeline state as the source reports it, owner ids removed")
+    pipeline_state: Any = Field(
+        description="Pipeline state as the source reports it, owner ids removed"
+    )
     last_updated: str | None = Field(description="ISO 8601 time of the last state change, if known")
     status: Literal["available", "pending_aggregation"] = Field(
         description="`available`: from the result aggregator. `pending_aggregation`: the "

@@ -60,7 +60,18 @@ class RateLimit:
 
 
 JWT_HMAC = ("HS256", "HS384", "HS512")
-JWT_ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+JWT_ASYMMETRIC = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,8 +120,8 @@ class Settings:
         env = _Env(environ)
         algorithm = env.choice("JWT_ALGORITHM", JWT_HMAC + JWT_ASYMMETRIC, "HS256")
         secret = env.secret("JWT_SECRET_KEY")
-        public_key = env.str("JWT_PUBLIC_KEY")
-        jwks_url = env.str("JWT_JWKS_URL")
+        public_key = env.text("JWT_PUBLIC_KEY")
+        jwks_url = env.text("JWT_JWKS_URL")
         if algorithm in JWT_HMAC and not secret:
             raise ConfigError("JWT_SECRET_KEY", f"is required for JWT_ALGORITHM={algorithm}")
         if algorithm not in JWT_HMAC and not (public_key or jwks_url):
@@ -120,22 +131,22 @@ class Settings:
         if public_key:
             public_key = public_key.replace("\\n", "\n")  # one-line PEM in a Heroku config var
         return cls(
-            port=env.int("PORT", 8000, low=1, high=65535),
-            web_concurrency=env.int("WEB_CONCURRENCY", 1, low=1, high=64),
+            port=env.integer("PORT", 8000, low=1, high=65535),
+            web_concurrency=env.integer("WEB_CONCURRENCY", 1, low=1, high=64),
             log_level=env.choice(
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO", upper=True
             ),
             log_format=env.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
-            shutdown_grace_seconds=env.float("SHUTDOWN_GRACE_SECONDS", 10.0, low=0.5),
+            shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 10.0, low=0.5),
             redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
-            redis_ssl_verify=env.bool("REDIS_SSL_VERIFY", False),
+            redis_ssl_verify=env.flag("REDIS_SSL_VERIFY", False),
             jwt_algorithm=algorithm,
             jwt_secret_key=secret,
             jwt_public_key=public_key,
             jwt_jwks_url=jwks_url,
-            jwt_audience=env.str("JWT_AUDIENCE"),
-            jwt_issuer=env.str("JWT_ISSUER"),
-            jwt_leeway_seconds=env.float("JWT_LEEWAY_SECONDS", 10.0, low=0),
+            jwt_audience=env.text("JWT_AUDIENCE"),
+            jwt_issuer=env.text("JWT_ISSUER"),
+            jwt_leeway_seconds=env.number("JWT_LEEWAY_SECONDS", 10.0, low=0),
             result_aggregator_url=env.http_url(
                 "RESULT_AGGREGATOR_URL", "http://result_aggregator_service:8000"
             ),
@@ -143,19 +154,19 @@ class Settings:
             handle_missing_batches=env.choice(  # type: ignore[arg-type]
                 "HANDLE_MISSING_BATCHES", ("query_bos", "return_404"), "query_bos"
             ),
-            upstream_timeout_seconds=env.float("UPSTREAM_TIMEOUT_SECONDS", 5.0, low=0.05),
+            upstream_timeout_seconds=env.number("UPSTREAM_TIMEOUT_SECONDS", 5.0, low=0.05),
             internal_api_key=env.secret("INTERNAL_API_KEY"),
-            service_id=env.str("SERVICE_ID") or "api-gateway-service",
+            service_id=env.text("SERVICE_ID") or "api-gateway-service",
             status_rate_limit=env.rate("STATUS_RATE_LIMIT", "50/minute"),
-            max_connections_per_user=env.int("MAX_CONNECTIONS_PER_USER", 10, low=1),
-            heartbeat_interval_seconds=env.float("HEARTBEAT_INTERVAL_SECONDS", 15.0, low=0.05),
-            sse_retry_ms=env.int("SSE_RETRY_MS", 3000, low=0),
-            subscriber_queue_events=env.int("SUBSCRIBER_QUEUE_EVENTS", 1000, low=1),
-            subscriber_queue_bytes=env.int("SUBSCRIBER_QUEUE_BYTES", 1_048_576, low=1024),
-            history_max_events=env.int("HISTORY_MAX_EVENTS", 1000, low=1),
-            history_ttl_seconds=env.int("HISTORY_TTL_SECONDS", 86_400, low=1),
-            cors_origins=env.list("CORS_ORIGINS"),
-            dev_mode=env.bool("GATEWAY_DEV_MODE", False),
+            max_connections_per_user=env.integer("MAX_CONNECTIONS_PER_USER", 10, low=1),
+            heartbeat_interval_seconds=env.number("HEARTBEAT_INTERVAL_SECONDS", 15.0, low=0.05),
+            sse_retry_ms=env.integer("SSE_RETRY_MS", 3000, low=0),
+            subscriber_queue_events=env.integer("SUBSCRIBER_QUEUE_EVENTS", 1000, low=1),
+            subscriber_queue_bytes=env.integer("SUBSCRIBER_QUEUE_BYTES", 1_048_576, low=1024),
+            history_max_events=env.integer("HISTORY_MAX_EVENTS", 1000, low=1),
+            history_ttl_seconds=env.integer("HISTORY_TTL_SECONDS", 86_400, low=1),
+            cors_origins=env.items("CORS_ORIGINS"),
+            dev_mode=env.flag("GATEWAY_DEV_MODE", False),
         )
 
 
@@ -165,16 +176,18 @@ class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         return value or None
 
     def secret(self, name: str) -> Secret | None:
-        value = self.str(name)
+        value = self.text(name)
         return Secret(value) if value else None
 
-    def int(self, name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
-        raw = self.str(name)
+    def integer(
+        self, name: str, default: int, *, low: int | None = None, high: int | None = None
+    ) -> int:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -184,8 +197,8 @@ class _Env:
         self._check_range(name, value, low, high)
         return value
 
-    def float(self, name: str, default: float, *, low: float | None = None) -> float:
-        raw = self.str(name)
+    def number(self, name: str, default: float, *, low: float | None = None) -> float:
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -197,8 +210,8 @@ class _Env:
         self._check_range(name, value, low, None)
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self.str(name)
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
         if raw is None:
             return default
         lowered = raw.lower()
@@ -211,7 +224,7 @@ class _Env:
     def choice(
         self, name: str, choices: tuple[str, ...], default: str, *, upper: bool = False
     ) -> str:
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is None:
             return default
         value = raw.upper() if upper else raw
@@ -220,7 +233,7 @@ class _Env:
         return value
 
     def url(self, name: str, schemes: tuple[str, ...]) -> Secret | None:
-        raw = self.str(name)
+        raw = self.text(name)
         if raw is None:
             return None
         scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
@@ -230,20 +243,20 @@ class _Env:
         return Secret(raw)
 
     def http_url(self, name: str, default: str) -> str:
-        raw = self.str(name) or default
+        raw = self.text(name) or default
         if not re.match(r"^https?://[^/\s]+", raw):
             raise ConfigError(name, f"must be an http(s) URL, got {raw!r}")
         return raw.rstrip("/")
 
     def rate(self, name: str, default: str) -> RateLimit:
-        raw = self.str(name) or default
+        raw = self.text(name) or default
         try:
             return RateLimit.parse(raw)
         except ValueError as exc:
             raise ConfigError(name, f"{exc}; got {raw!r}") from None
 
-    def list(self, name: str) -> tuple[str, ...]:
-        raw = self.str(name)
+    def items(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name)
         if raw is None:
             return ()
         return tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())

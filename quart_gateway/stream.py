@@ -116,7 +116,9 @@ async def frames(
         if gap is not None or replay is None:
             metrics.resyncs.labels(reason="history_unavailable").inc()
             yield [
-                encode_system({"event": "resync", "reason": "history_unavailable", "timestamp": now_iso()})
+                encode_system(
+                    {"event": "resync", "reason": "history_unavailable", "timestamp": now_iso()}
+                )
             ]
         else:
             watermark = parse_stream_id(last_event_id)

@@ -35,11 +35,11 @@ class Subscriber:
         "_waiter",
         "active",
         "close_reason",
-        "on_close",
         "conn_id",
         "delivered",
         "max_bytes",
         "max_events",
+        "on_close",
         "overflow_depth",
         "user_id",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from quart import Blueprint, Response
 from quart_schema import document_response, hide, tag
@@ -18,7 +19,7 @@ blueprint = Blueprint("health", __name__)
 @blueprint.get("/healthz")
 @tag(["Operations"])
 @document_response(HealthResponse, 200)
-async def healthz() -> tuple[HealthResponse, int]:
+async def healthz() -> Any:  # a pydantic model and a status; quart-schema serialises it
     """Liveness: the worker's event loop answers. Restart the process only if this fails."""
     return HealthResponse(status="ok"), 200
 
@@ -27,7 +28,7 @@ async def healthz() -> tuple[HealthResponse, int]:
 @tag(["Operations"])
 @document_response(ReadinessResponse, 200)
 @document_response(ReadinessResponse, 503)
-async def readyz() -> tuple[ReadinessResponse, int]:
+async def readyz() -> Any:  # a pydantic model and a status; quart-schema serialises it
     """Readiness: Redis answers and the pub/sub listener is healthy, and not draining."""
     svc = services()
     try:

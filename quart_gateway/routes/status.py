@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from quart import Blueprint, g, request
 from quart_schema import document_response, security_scheme, tag
@@ -40,7 +41,9 @@ class InvalidBatchIdError(GatewayError):
 @document_response(ErrorResponse, 502)
 @document_response(ErrorResponse, 503)
 @document_response(ErrorResponse, 504)
-async def get_batch_status(batch_id: str) -> tuple[BatchStatusResponse, int]:
+async def get_batch_status(
+    batch_id: str,
+) -> Any:  # a pydantic model and a status; quart-schema serialises it
     """Batch status for its owner.
 
     Asks the result aggregator, and under `HANDLE_MISSING_BATCHES=query_bos` falls back to the

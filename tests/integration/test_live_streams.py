@@ -24,7 +24,9 @@ async def _redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @asynccontextmanager
-async def sse(http: httpx.AsyncClient, live: LiveGateway, user: str, **params: str) -> AsyncIterator[SseClient]:
+async def sse(
+    http: httpx.AsyncClient, live: LiveGateway, user: str, **params: str
+) -> AsyncIterator[SseClient]:
     query = {"token": make_token(user), **params}
     async with http.stream("GET", f"{live.url}/events", params=query) as response:
         assert response.status_code == 200, await response.aread()
@@ -35,7 +37,9 @@ async def sse(http: httpx.AsyncClient, live: LiveGateway, user: str, **params: s
 
 
 @asynccontextmanager
-async def ws(live: LiveGateway, user: str, path: str = "/ws", **params: str) -> AsyncIterator[ClientConnection]:
+async def ws(
+    live: LiveGateway, user: str, path: str = "/ws", **params: str
+) -> AsyncIterator[ClientConnection]:
     query = "&".join(f"{k}={v}" for k, v in {"token": make_token(user), **params}.items())
     async with connect(f"{live.ws_url}{path}?{query}") as conn:
         first = await ws_next(conn)
@@ -47,8 +51,12 @@ def event(n: int, kind: str = "class_created") -> str:
     return json.dumps({"event": kind, "class_id": f"c{n}", "class_designation": f"{n}", "n": n})
 
 
-async def test_sse_delivers_published_events(live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str) -> None:
-    async with http.stream("GET", f"{live.url}/events", headers={"Authorization": f"Bearer {make_token(user_id)}"}) as response:
+async def test_sse_delivers_published_events(
+    live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str
+) -> None:
+    async with http.stream(
+        "GET", f"{live.url}/events", headers={"Authorization": f"Bearer {make_token(user_id)}"}
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"].startswith("no-cache")
@@ -58,21 +66,26 @@ async def test_sse_delivers_published_events(live: LiveGateway, http: httpx.Asyn
         connected = await client.next()
         assert connected.data["event"] == "connected"
         assert connected.data["transport"] == "sse"
-        assert client.retry is not None and client.comments  # retry: and a comment came first
+        assert client.retry is not None
+        assert client.comments
         assert await redis.publish(f"ws:{user_id}", event(1)) == 1
         received = await client.next_domain()
         assert received.data == json.loads(event(1))
         assert received.id is None
 
 
-async def test_ws_delivers_published_events_on_both_paths(live: LiveGateway, redis: aioredis.Redis, user_id: str) -> None:
+async def test_ws_delivers_published_events_on_both_paths(
+    live: LiveGateway, redis: aioredis.Redis, user_id: str
+) -> None:
     for path in ("/ws", "/ws/"):
         async with ws(live, user_id, path) as conn:
             await redis.publish(f"ws:{user_id}", event(1))
             assert await ws_next(conn) == json.loads(event(1))
 
 
-async def test_users_only_see_their_own_events(live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str) -> None:
+async def test_users_only_see_their_own_events(
+    live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str
+) -> None:
     other = user_id + "-other"
     async with sse(http, live, user_id) as mine, ws(live, user_id) as mine_ws:
         await redis.publish(f"ws:{other}", event(666))
@@ -81,7 +94,9 @@ async def test_users_only_see_their_own_events(live: LiveGateway, http: httpx.As
         assert (await ws_next(mine_ws))["n"] == 1
 
 
-async def test_every_connection_gets_every_event_once_in_order(live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str) -> None:
+async def test_every_connection_gets_every_event_once_in_order(
+    live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str
+) -> None:
     async with AsyncExitStack() as stack:
         tabs = [await stack.enter_async_context(sse(http, live, user_id)) for _ in range(2)]
         sockets = [await stack.enter_async_context(ws(live, user_id)) for _ in range(2)]
@@ -106,10 +121,20 @@ async def test_every_connection_gets_every_event_once_in_order(live: LiveGateway
             assert seen == list(range(20))
 
 
-async def test_all_origin_types_pass_and_invalid_messages_are_dropped(live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str) -> None:
+async def test_all_origin_types_pass_and_invalid_messages_are_dropped(
+    live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str
+) -> None:
     channel = f"ws:{user_id}"
     async with sse(http, live, user_id) as tab, ws(live, user_id) as sock:
-        for junk in (b"not json", b"[1,2]", b'"str"', b"{}", b'{"event":"unknown"}', b"\xff\xfe", b'{"event":"ping"}'):
+        for junk in (
+            b"not json",
+            b"[1,2]",
+            b'"str"',
+            b"{}",
+            b'{"event":"unknown"}',
+            b"\xff\xfe",
+            b'{"event":"ping"}',
+        ):
             await redis.publish(channel, junk)
         for kind in sorted(DOMAIN_EVENT_TYPES):
             await redis.publish(channel, json.dumps({"event": kind, "batch_id": "b"}))
@@ -123,16 +148,24 @@ async def test_all_origin_types_pass_and_invalid_messages_are_dropped(live: Live
         assert f'gateway_events_dropped_total{{reason="{reason}"}}' in metrics
 
 
-async def test_heartbeat_on_both_transports(make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str) -> None:
-    async with serving(make_settings(heartbeat_interval_seconds=0.2)) as live:
-        async with sse(http, live, user_id) as tab, ws(live, user_id) as sock:
-            ping = (await tab.next(timeout=2)).data
-            assert ping["event"] == "ping" and "timestamp" in ping
-            ws_ping = await ws_next(sock, timeout=2, skip_pings=False)
-            assert ws_ping["event"] == "ping" and "timestamp" in ws_ping
-            await sock.send("ping")  # a client ping must not end the session
-            await sock.ping()
-            assert (await ws_next(sock, timeout=2, skip_pings=False))["event"] == "ping"
+async def test_heartbeat_on_both_transports(
+    make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str
+) -> None:
+    settings = make_settings(heartbeat_interval_seconds=0.2)
+    async with (
+        serving(settings) as live,
+        sse(http, live, user_id) as tab,
+        ws(live, user_id) as sock,
+    ):
+        ping = (await tab.next(timeout=2)).data
+        assert ping["event"] == "ping"
+        assert "timestamp" in ping
+        ws_ping = await ws_next(sock, timeout=2, skip_pings=False)
+        assert ws_ping["event"] == "ping"
+        assert "timestamp" in ws_ping
+        await sock.send("ping")  # a client ping must not end the session
+        await sock.ping()
+        assert (await ws_next(sock, timeout=2, skip_pings=False))["event"] == "ping"
 
 
 BAD_TOKENS = {
@@ -144,7 +177,9 @@ BAD_TOKENS = {
 
 
 @pytest.mark.parametrize("token", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
-async def test_sse_bad_tokens_get_401_before_streaming(live: LiveGateway, http: httpx.AsyncClient, token: str | None) -> None:
+async def test_sse_bad_tokens_get_401_before_streaming(
+    live: LiveGateway, http: httpx.AsyncClient, token: str | None
+) -> None:
     params = {"token": token} if token else {}
     response = await http.get(f"{live.url}/events", params=params)
     assert response.status_code == 401
@@ -157,10 +192,13 @@ async def test_ws_bad_tokens_are_closed_with_1008(live: LiveGateway, token: str 
     async with connect(url) as conn:
         code, reason, messages = await ws_close_of(conn)
     assert (code, reason) == (1008, "invalid_token")
-    assert messages[-1]["event"] == "disconnect" and messages[-1]["reconnect"] is False
+    assert messages[-1]["event"] == "disconnect"
+    assert messages[-1]["reconnect"] is False
 
 
-async def test_one_redis_subscription_for_many_connections(live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str) -> None:
+async def test_one_redis_subscription_for_many_connections(
+    live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis, user_id: str
+) -> None:
     users = [f"{user_id}-{i}" for i in range(10)]
     async with AsyncExitStack() as stack:
         for i in range(100):
@@ -177,6 +215,7 @@ async def test_one_redis_subscription_for_many_connections(live: LiveGateway, ht
         numsub = dict(await redis.pubsub_numsub(*[f"ws:{u}" for u in users]))
         assert all(count == 1 for count in numsub.values())
         assert live.services.mux.statistics().subscribers == 100
+
     # The last connection of each user gone: the channel is unsubscribed.
     async def unsubscribed() -> bool:
         counts = dict(await redis.pubsub_numsub(*[f"ws:{u}" for u in users]))
@@ -186,7 +225,9 @@ async def test_one_redis_subscription_for_many_connections(live: LiveGateway, ht
     assert live.services.mux.statistics().channels == 0
 
 
-async def test_connection_limit(make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str) -> None:
+async def test_connection_limit(
+    make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str
+) -> None:
     async with serving(make_settings(max_connections_per_user=2)) as live:
         async with sse(http, live, user_id), ws(live, user_id) as first_ws:
             refused = await http.get(f"{live.url}/events", params={"token": make_token(user_id)})
@@ -199,6 +240,7 @@ async def test_connection_limit(make_settings: SettingsFactory, http: httpx.Asyn
             async with ws(live, user_id + "-other"):
                 pass  # other users are not affected
             await first_ws.close()
+
         # Leases are given back: a new connection is accepted again.
         async def admitted() -> bool:
             async with connect(f"{live.ws_url}/ws?token={make_token(user_id)}") as again:
@@ -207,58 +249,85 @@ async def test_connection_limit(make_settings: SettingsFactory, http: httpx.Asyn
         await wait_until(admitted)
 
 
-async def test_stream_ends_when_the_token_expires(live: LiveGateway, http: httpx.AsyncClient, user_id: str) -> None:
+async def test_stream_ends_when_the_token_expires(
+    live: LiveGateway, http: httpx.AsyncClient, user_id: str
+) -> None:
     token = make_token(user_id, expires_in=1.5)
     async with http.stream("GET", f"{live.url}/events", params={"token": token}) as response:
         client = SseClient(response)
         events = await client.until_end(timeout=5)
     last = events[-1].data
-    assert (last["event"], last["code"], last["reason"], last["reconnect"]) == ("disconnect", 4002, "token_expired", True)
+    assert (last["event"], last["code"], last["reason"], last["reconnect"]) == (
+        "disconnect",
+        4002,
+        "token_expired",
+        True,
+    )
     async with connect(f"{live.ws_url}/ws?token={make_token(user_id, expires_in=1.5)}") as conn:
         code, reason, _ = await ws_close_of(conn, timeout=5)
     assert (code, reason) == (4002, "token_expired")
 
 
-async def test_draining_closes_streams_cleanly(make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str) -> None:
-    async with serving(make_settings()) as live:
-        async with sse(http, live, user_id) as tab, ws(live, user_id) as sock:
-            live.services.lifecycle.start_draining()
-            code, reason, _ = await ws_close_of(sock)
-            assert (code, reason) == (1012, "server_restart")
-            events = await tab.until_end()
-            assert events[-1].data["reason"] == "server_restart"
-            assert events[-1].retry is not None and 500 <= events[-1].retry
-            # New streams while draining: 200, a retry hint, and an immediate end. Never 5xx.
-            async with http.stream("GET", f"{live.url}/events", params={"token": make_token(user_id)}) as late:
-                assert late.status_code == 200
-                assert (await SseClient(late).until_end())[-1].data["code"] == 1012
-            ready = await http.get(f"{live.url}/readyz")
-            assert ready.status_code == 503 and ready.json()["draining"] is True
+async def test_draining_closes_streams_cleanly(
+    make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str
+) -> None:
+    async with (
+        serving(make_settings()) as live,
+        sse(http, live, user_id) as tab,
+        ws(live, user_id) as sock,
+    ):
+        live.services.lifecycle.start_draining()
+        code, reason, _ = await ws_close_of(sock)
+        assert (code, reason) == (1012, "server_restart")
+        events = await tab.until_end()
+        assert events[-1].data["reason"] == "server_restart"
+        assert events[-1].retry is not None
+        assert events[-1].retry >= 500
+        # New streams while draining: 200, a retry hint, and an immediate end. Never 5xx.
+        async with http.stream(
+            "GET", f"{live.url}/events", params={"token": make_token(user_id)}
+        ) as late:
+            assert late.status_code == 200
+            assert (await SseClient(late).until_end())[-1].data["code"] == 1012
+        ready = await http.get(f"{live.url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["draining"] is True
 
 
-async def test_cors_preflight_and_origin_checks(make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str) -> None:
+async def test_cors_preflight_and_origin_checks(
+    make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str
+) -> None:
     allowed = "http://localhost:5173"
     async with serving(make_settings(cors_origins=(allowed,))) as live:
         preflight = await http.options(
             f"{live.url}/events",
-            headers={"Origin": allowed, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization, last-event-id"},
+            headers={
+                "Origin": allowed,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization, last-event-id",
+            },
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == allowed
         allow_headers = preflight.headers["access-control-allow-headers"].lower()
-        assert "authorization" in allow_headers and "last-event-id" in allow_headers
+        assert "authorization" in allow_headers
+        assert "last-event-id" in allow_headers
         status = await http.get(f"{live.url}/v1/batches/b/status", headers={"Origin": allowed})
         assert status.headers["access-control-allow-origin"] == allowed
         foreign = await http.get(f"{live.url}/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in foreign.headers
-        async with connect(f"{live.ws_url}/ws?token={make_token(user_id)}", origin="https://evil.example") as conn:  # type: ignore[arg-type]
+        async with connect(
+            f"{live.ws_url}/ws?token={make_token(user_id)}", origin="https://evil.example"
+        ) as conn:  # type: ignore[arg-type]
             code, reason, _ = await ws_close_of(conn)
         assert (code, reason) == (1008, "origin_not_allowed")
         async with connect(f"{live.ws_url}/ws?token={make_token(user_id)}", origin=allowed) as conn:  # type: ignore[arg-type]
             assert (await ws_next(conn))["event"] == "connected"
 
 
-async def test_metrics_and_readiness(live: LiveGateway, http: httpx.AsyncClient, user_id: str) -> None:
+async def test_metrics_and_readiness(
+    live: LiveGateway, http: httpx.AsyncClient, user_id: str
+) -> None:
     async with ws(live, user_id):
         text = (await http.get(f"{live.url}/metrics")).text
     for name in (

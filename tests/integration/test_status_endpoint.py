@@ -34,10 +34,19 @@ def all_keys(value: Any) -> set[str]:
     return set()
 
 
-async def test_owned_batch_from_the_aggregator(app: Quart, upstream: Upstream, user_id: str) -> None:
+async def test_owned_batch_from_the_aggregator(
+    app: Quart, upstream: Upstream, user_id: str
+) -> None:
     upstream.reply(
         AGG.format("b1"),
-        Reply(body={"batch_id": "b1", "user_id": user_id, "pipeline_state": {"spellcheck": {"status": "done", "user_id": user_id}}, "last_updated": "2026-11-26T10:00:00Z"}),
+        Reply(
+            body={
+                "batch_id": "b1",
+                "user_id": user_id,
+                "pipeline_state": {"spellcheck": {"status": "done", "user_id": user_id}},
+                "last_updated": "2026-11-26T10:00:00Z",
+            }
+        ),
     )
     response = await get_status(app, "b1", auth(user_id))
     assert response.status_code == 200
@@ -51,8 +60,20 @@ async def test_owned_batch_from_the_aggregator(app: Quart, upstream: Upstream, u
     assert "user_id" not in all_keys(body)
 
 
-async def test_batch_of_another_user_is_403_not_500(app: Quart, upstream: Upstream, user_id: str) -> None:
-    upstream.reply(AGG.format("b2"), Reply(body={"batch_id": "b2", "user_id": "owner-xyz", "pipeline_state": {}, "last_updated": None}))
+async def test_batch_of_another_user_is_403_not_500(
+    app: Quart, upstream: Upstream, user_id: str
+) -> None:
+    upstream.reply(
+        AGG.format("b2"),
+        Reply(
+            body={
+                "batch_id": "b2",
+                "user_id": "owner-xyz",
+                "pipeline_state": {},
+                "last_updated": None,
+            }
+        ),
+    )
     response = await get_status(app, "b2", auth(user_id))
     assert response.status_code == 403
     body = await response.get_json()
@@ -70,7 +91,18 @@ async def test_missing_owner_fails_closed(app: Quart, upstream: Upstream, user_i
 async def test_bos_fallback_real_nested_shape(app: Quart, upstream: Upstream, user_id: str) -> None:
     upstream.reply(
         BOS.format("b4"),
-        Reply(body={"batch_id": "b4", "user_id": user_id, "pipeline_state": {"user_id": user_id, "last_updated": "2026-11-26T09:00:00Z", "requested_pipelines": ["spellcheck"], "spellcheck": {"status": "in_progress"}}}),
+        Reply(
+            body={
+                "batch_id": "b4",
+                "user_id": user_id,
+                "pipeline_state": {
+                    "user_id": user_id,
+                    "last_updated": "2026-11-26T09:00:00Z",
+                    "requested_pipelines": ["spellcheck"],
+                    "spellcheck": {"status": "in_progress"},
+                },
+            }
+        ),
     )
     response = await get_status(app, "b4", auth(user_id))
     assert response.status_code == 200
@@ -83,14 +115,24 @@ async def test_bos_fallback_real_nested_shape(app: Quart, upstream: Upstream, us
 
 
 async def test_bos_fallback_flat_shape(app: Quart, upstream: Upstream, user_id: str) -> None:
-    upstream.reply(BOS.format("b5"), Reply(body={"batch_id": "b5", "user_id": user_id, "spellcheck": "pending", "updated_at": "t1"}))
+    upstream.reply(
+        BOS.format("b5"),
+        Reply(
+            body={"batch_id": "b5", "user_id": user_id, "spellcheck": "pending", "updated_at": "t1"}
+        ),
+    )
     body = await (await get_status(app, "b5", auth(user_id))).get_json()
     assert body["pipeline_state"] == {"spellcheck": "pending", "updated_at": "t1"}
     assert body["last_updated"] == "t1"
 
 
-async def test_bos_fallback_enforces_ownership(app: Quart, upstream: Upstream, user_id: str) -> None:
-    upstream.reply(BOS.format("b6"), Reply(body={"batch_id": "b6", "user_id": "someone-else", "pipeline_state": {}}))
+async def test_bos_fallback_enforces_ownership(
+    app: Quart, upstream: Upstream, user_id: str
+) -> None:
+    upstream.reply(
+        BOS.format("b6"),
+        Reply(body={"batch_id": "b6", "user_id": "someone-else", "pipeline_state": {}}),
+    )
     response = await get_status(app, "b6", auth(user_id))
     assert response.status_code == 403
     assert "someone-else" not in (await response.get_data(as_text=True))
@@ -104,8 +146,12 @@ async def test_unknown_everywhere_is_404(app: Quart, upstream: Upstream, user_id
     assert paths == [AGG.format("nowhere"), BOS.format("nowhere")]
 
 
-async def test_return_404_mode_skips_bos(make_settings: SettingsFactory, upstream: Upstream, user_id: str) -> None:
-    upstream.reply(BOS.format("b7"), Reply(body={"batch_id": "b7", "user_id": user_id, "pipeline_state": {}}))
+async def test_return_404_mode_skips_bos(
+    make_settings: SettingsFactory, upstream: Upstream, user_id: str
+) -> None:
+    upstream.reply(
+        BOS.format("b7"), Reply(body={"batch_id": "b7", "user_id": user_id, "pipeline_state": {}})
+    )
     async with running_app(make_settings(handle_missing_batches="return_404")) as app:
         response = await get_status(app, "b7", auth(user_id))
     assert response.status_code == 404
@@ -113,7 +159,9 @@ async def test_return_404_mode_skips_bos(make_settings: SettingsFactory, upstrea
 
 
 @pytest.mark.parametrize("status", [500, 502, 401, 400])
-async def test_aggregator_errors_are_503(app: Quart, upstream: Upstream, user_id: str, status: int) -> None:
+async def test_aggregator_errors_are_503(
+    app: Quart, upstream: Upstream, user_id: str, status: int
+) -> None:
     upstream.reply(AGG.format("b8"), Reply(status, {"detail": "boom"}))
     response = await get_status(app, "b8", auth(user_id))
     assert response.status_code == 503
@@ -131,13 +179,17 @@ async def test_non_json_body_is_503(app: Quart, upstream: Upstream, user_id: str
 
 
 async def test_unreachable_upstream_is_503(make_settings: SettingsFactory, user_id: str) -> None:
-    settings = make_settings(result_aggregator_url="http://127.0.0.1:9", bos_url="http://127.0.0.1:9")
+    settings = make_settings(
+        result_aggregator_url="http://127.0.0.1:9", bos_url="http://127.0.0.1:9"
+    )
     async with running_app(settings) as app:
         response = await get_status(app, "b11", auth(user_id))
     assert response.status_code == 503
 
 
-async def test_slow_upstream_is_answered_within_the_bound(make_settings: SettingsFactory, upstream: Upstream, user_id: str) -> None:
+async def test_slow_upstream_is_answered_within_the_bound(
+    make_settings: SettingsFactory, upstream: Upstream, user_id: str
+) -> None:
     upstream.reply(AGG.format("slow"), Reply(body={}, delay=3.0))
     async with running_app(make_settings(upstream_timeout_seconds=0.3)) as app:
         started = time.monotonic()
@@ -148,8 +200,15 @@ async def test_slow_upstream_is_answered_within_the_bound(make_settings: Setting
     assert elapsed < 2.0  # the 3 s upstream was not waited for
 
 
-async def test_internal_headers_and_correlation_id_go_upstream(make_settings: SettingsFactory, upstream: Upstream, user_id: str) -> None:
-    upstream.reply(AGG.format("b12"), Reply(body={"batch_id": "b12", "user_id": user_id, "pipeline_state": {}, "last_updated": None}))
+async def test_internal_headers_and_correlation_id_go_upstream(
+    make_settings: SettingsFactory, upstream: Upstream, user_id: str
+) -> None:
+    upstream.reply(
+        AGG.format("b12"),
+        Reply(
+            body={"batch_id": "b12", "user_id": user_id, "pipeline_state": {}, "last_updated": None}
+        ),
+    )
     settings = make_settings(internal_api_key=Secret("internal-key"), service_id="gw-test")
     async with running_app(settings) as app:
         response = await get_status(app, "b12", {**auth(user_id), "X-Correlation-ID": "corr-123"})
@@ -161,10 +220,13 @@ async def test_internal_headers_and_correlation_id_go_upstream(make_settings: Se
     assert sent["x-service-id"] == "gw-test"
 
 
-async def test_no_internal_headers_without_a_key(app: Quart, upstream: Upstream, user_id: str) -> None:
+async def test_no_internal_headers_without_a_key(
+    app: Quart, upstream: Upstream, user_id: str
+) -> None:
     await get_status(app, "b13", auth(user_id))
     sent = upstream.headers_of(AGG.format("b13"))
-    assert "x-internal-api-key" not in sent and "x-service-id" not in sent
+    assert "x-internal-api-key" not in sent
+    assert "x-service-id" not in sent
 
 
 async def test_correlation_id_is_generated_when_absent_or_unsafe(app: Quart, user_id: str) -> None:
@@ -181,11 +243,13 @@ async def test_correlation_id_is_generated_when_absent_or_unsafe(app: Quart, use
         {"Authorization": "Bearer not-a-token"},
         {"Authorization": f"Basic {make_token('u')}"},
         {"Authorization": f"Bearer {make_token('u', expires_in=-30)}"},
-        {"Authorization": f"Bearer {make_token('u', key='wrong-key-but-long-enough-for-the-hs256-check')}"},
+        {"Authorization": f"Bearer {make_token('u', key='wrong-key-long-enough-for-hs256!!')}"},
         {"Authorization": f"Bearer {make_token(None)}"},
     ],
 )
-async def test_auth_failures_are_401_json(app: Quart, upstream: Upstream, headers: dict[str, str]) -> None:
+async def test_auth_failures_are_401_json(
+    app: Quart, upstream: Upstream, headers: dict[str, str]
+) -> None:
     response = await get_status(app, "b15", headers)
     assert response.status_code == 401
     body = await response.get_json()
@@ -202,7 +266,9 @@ async def test_invalid_batch_id_is_400(app: Quart, user_id: str) -> None:
     assert (await response.get_json())["error"]["code"] == "invalid_batch_id"
 
 
-async def test_rate_limit_gives_429_with_retry_after(make_settings: SettingsFactory, upstream: Upstream, user_id: str) -> None:
+async def test_rate_limit_gives_429_with_retry_after(
+    make_settings: SettingsFactory, upstream: Upstream, user_id: str
+) -> None:
     async with running_app(make_settings(status_rate_limit=RateLimit(3, 60))) as app:
         codes = [(await get_status(app, "rl", auth(user_id))).status_code for _ in range(3)]
         limited = await get_status(app, "rl", auth(user_id))
@@ -214,7 +280,9 @@ async def test_rate_limit_gives_429_with_retry_after(make_settings: SettingsFact
     assert other_user.status_code == 404  # per user
 
 
-async def test_rate_limit_is_shared_by_app_instances(make_settings: SettingsFactory, user_id: str) -> None:
+async def test_rate_limit_is_shared_by_app_instances(
+    make_settings: SettingsFactory, user_id: str
+) -> None:
     """Two workers (two apps) count against one limit, because it lives in Redis."""
     settings = make_settings(status_rate_limit=RateLimit(2, 60))
     async with running_app(settings) as first, running_app(settings) as second:
@@ -223,11 +291,15 @@ async def test_rate_limit_is_shared_by_app_instances(make_settings: SettingsFact
         assert (await get_status(first, "x", auth(user_id))).status_code == 429
 
 
-async def test_rate_limit_fails_open_when_redis_is_down(make_settings: SettingsFactory, upstream: Upstream, user_id: str) -> None:
-    settings = dataclasses.replace(make_settings(status_rate_limit=RateLimit(1, 60)), redis_url=Secret("redis://127.0.0.1:9/0"))
+async def test_rate_limit_fails_open_when_redis_is_down(
+    make_settings: SettingsFactory, upstream: Upstream, user_id: str
+) -> None:
+    settings = dataclasses.replace(
+        make_settings(status_rate_limit=RateLimit(1, 60)), redis_url=Secret("redis://127.0.0.1:9/0")
+    )
     async with running_app(settings) as app:
         codes = [(await get_status(app, "down", auth(user_id))).status_code for _ in range(3)]
-        metrics = (await (await app.test_client().get("/metrics")).get_data(as_text=True))
+        metrics = await (await app.test_client().get("/metrics")).get_data(as_text=True)
     assert codes == [404, 404, 404]
     assert 'gateway_redis_errors_total{operation="rate_limit"} 3.0' in metrics
 

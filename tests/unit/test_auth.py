@@ -40,7 +40,10 @@ async def test_valid_token_yields_the_subject() -> None:
         ("", "Missing token"),
         ("not-a-jwt", "Malformed token"),
         (make_token("alice", expires_in=-60), "Token expired"),
-        (make_token("alice", key="another-key-that-is-also-long-enough-for-hs256!!"), "Token signature invalid"),
+        (
+            make_token("alice", key="another-key-that-is-also-long-enough-for-hs256!!"),
+            "Token signature invalid",
+        ),
         (make_token(None), "Token lacks the 'sub' claim"),
         (jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256"), "Token lacks the 'exp' claim"),
         (make_token("alice", key=SECRET, algorithm="HS512"), "Token algorithm not accepted"),

@@ -19,7 +19,12 @@ def test_strip_user_ids_at_any_depth() -> None:
 
 def test_aggregator_owned_batch() -> None:
     result = from_aggregator(
-        {"batch_id": "b1", "user_id": "u1", "pipeline_state": {"spellcheck": "done", "user_id": "u1"}, "last_updated": "t"},
+        {
+            "batch_id": "b1",
+            "user_id": "u1",
+            "pipeline_state": {"spellcheck": "done", "user_id": "u1"},
+            "last_updated": "t",
+        },
         "u1",
         "b1",
     )
@@ -55,7 +60,11 @@ def test_bos_nested_shape_takes_last_updated_from_pipeline_state() -> None:
     body = {
         "batch_id": "b1",
         "user_id": "u1",
-        "pipeline_state": {"user_id": "u1", "last_updated": "2026-01-01T00:00:00Z", "spellcheck": {"status": "pending", "user_id": "u1"}},
+        "pipeline_state": {
+            "user_id": "u1",
+            "last_updated": "2026-01-01T00:00:00Z",
+            "spellcheck": {"status": "pending", "user_id": "u1"},
+        },
     }
     result = from_bos(body, "u1", "b1")
     assert result.status == "pending_aggregation"

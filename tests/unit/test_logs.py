@@ -11,7 +11,7 @@ from quart_gateway import logs
 @pytest.mark.parametrize(
     "text",
     [
-        'GET /ws?token=eyJhbGciOi.eyJzdWIi.sig HTTP/1.1',
+        "GET /ws?token=eyJhbGciOi.eyJzdWIi.sig HTTP/1.1",
         "/events?last_event_id=1-0&token=abc.def.ghi",
         "/events?ticket=T-123",
         "Authorization: Bearer abc.def.ghi",
@@ -25,7 +25,10 @@ def test_redact_removes_tokens(text: str) -> None:
 
 
 def test_redact_keeps_other_query_values() -> None:
-    assert logs.redact("/events?last_event_id=1-0&token=x") == "/events?last_event_id=1-0&token=[redacted]"
+    assert (
+        logs.redact("/events?last_event_id=1-0&token=x")
+        == "/events?last_event_id=1-0&token=[redacted]"
+    )
 
 
 def test_json_lines_carry_the_bound_context(caplog: pytest.LogCaptureFixture) -> None:

@@ -42,7 +42,8 @@ def test_values_are_read_and_typed() -> None:
             "RESULT_AGGREGATOR_URL": "http://agg:9000/",
         }
     )
-    assert s.port == 9001 and s.web_concurrency == 3
+    assert s.port == 9001
+    assert s.web_concurrency == 3
     assert str(s.redis_url) == "rediss://:pw@example.internal:6380"
     assert s.handle_missing_batches == "return_404"
     assert s.upstream_timeout_seconds == 0.5

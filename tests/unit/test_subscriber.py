@@ -65,7 +65,8 @@ async def test_wait_active() -> None:
     sub = Subscriber("u", max_events=10, max_bytes=10_000)
     waiter = asyncio.create_task(sub.wait_active())
     await asyncio.sleep(0)
-    assert not waiter.done() and sub.waiting
+    assert not waiter.done()
+    assert sub.waiting
     sub.activate()
     assert await asyncio.wait_for(waiter, 1) is True
     other = Subscriber("u", max_events=10, max_bytes=10_000)

@@ -1,0 +1,171 @@
+"""Serving the gateway: `python -m quart_gateway` (the Procfile's `web:`) runs `main()`.
+
+It adds what `hypercorn --workers` lacks: on SIGTERM each worker first drains (WebSockets
+close with 1012, SSE streams get a farewell and a jittered `retry:`), then lets Hypercorn stop,
+all within SHUTDOWN_GRACE_SECONDS. With WEB_CONCURRENCY > 1 this process supervises that many
+worker processes sharing one listening socket; each worker has its own multiplexer.
+
+With no REDIS_URL, this process starts the embedded server once and every worker uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.utils import wrap_app
+
+from quart_gateway import logs
+from quart_gateway.app import create_app
+from quart_gateway.backoff import Backoff
+from quart_gateway.embedded import EmbeddedRedis, EmbeddedServerError, default_directory
+from quart_gateway.errors import ConfigError
+from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.settings import Secret, Settings
+
+logger = logging.getLogger("quart_gateway")
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    config.bind = [f"0.0.0.0:{settings.port}"]
+    config.accesslog = logging.getLogger("hypercorn.access")
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+    # Protocol-level pings find dead peers that never send a TCP reset.
+    config.websocket_ping_interval = settings.heartbeat_interval_seconds
+    config.websocket_max_message_size = 64 * 1024  # clients send nothing that needs more
+    config.graceful_timeout = 1.0
+    return config
+
+
+def drain_budget(settings: Settings) -> float:
+    """Seconds for open streams to end after SIGTERM; the rest of the grace is Hypercorn's."""
+    return max(0.2, settings.shutdown_grace_seconds - 1.5)
+
+
+async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
+    """Serve one worker until SIGTERM/SIGINT, then drain and stop."""
+    app = create_app(settings)
+    config = hypercorn_config(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        svc: Services | None = app.extensions.get(EXTENSION_KEY)
+        if svc is not None:
+            started = time.monotonic()
+            svc.lifecycle.start_draining()
+            drained = await svc.lifecycle.wait_drained(drain_budget(settings))
+            logger.info("drained in %.2fs", time.monotonic() - started, extra={"complete": drained})
+
+    await worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, "asgi"),
+        config,
+        sockets=sockets,
+        shutdown_trigger=shutdown_trigger,
+    )
+
+
+def run_worker(settings: Settings, sockets: Sockets | None = None) -> None:
+    logs.configure(settings.log_level, settings.log_format)
+    logs.bind(worker=str(os.getpid()))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings, sockets))
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(settings, sockets))
+
+
+def supervise(settings: Settings) -> int:
+    """Run WEB_CONCURRENCY workers on shared sockets; restart crashed ones; forward SIGTERM."""
+    config = hypercorn_config(settings)
+    sockets = config.create_sockets()
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start_worker() -> BaseProcess:
+        process = ctx.Process(target=run_worker, args=(settings, sockets), name="gateway-worker")
+        process.start()
+        return process
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit: the parent decides
+    workers = [start_worker() for _ in range(settings.web_concurrency)]
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info("started %d workers", len(workers))
+    backoff = Backoff(base=0.5, cap=10.0)
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for i, process in enumerate(workers):
+                if not process.is_alive() and not stopping:
+                    logger.error(
+                        "worker %s exited with %s; restarting", process.pid, process.exitcode
+                    )
+                    time.sleep(backoff.next_delay())  # a worker that cannot start must not spin
+                    workers[i] = start_worker()
+    finally:
+        for process in workers:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + settings.shutdown_grace_seconds
+        for process in workers:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                logger.warning("worker %s did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+        for sock in sockets.insecure_sockets:
+            sock.close()
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"quart_gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url is None:
+        try:
+            embedded = EmbeddedRedis(directory=default_directory(settings.port))
+            url = embedded.start()
+        except EmbeddedServerError as exc:
+            print(f"quart_gateway: {exc}", file=sys.stderr)
+            return 2
+        logger.info(
+            "no REDIS_URL: embedded single-node mode; publish with: redis-cli -s %s PUBLISH ...",
+            embedded.socket_path,
+            extra={"redis_binary": embedded.binary, "redis_url": url},
+        )
+        settings = dataclasses.replace(settings, redis_url=Secret(url))
+    try:
+        if settings.web_concurrency == 1:
+            run_worker(settings)
+            return 0
+        return supervise(settings)
+    finally:
+        if embedded is not None:
+            embedded.cleanup()
