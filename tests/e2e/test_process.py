@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -238,7 +239,7 @@ async def _numsub(redis: aioredis.Redis, channel: str) -> bool:
 
 async def test_bad_configuration_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        "python", "-m", "quart_gateway",
+        sys.executable, "-m", "quart_gateway",
         env={"PATH": os.environ["PATH"], "PORT": "not-a-port", "JWT_SECRET_KEY": "x" * 40},
         stderr=asyncio.subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[2],
