@@ -16,13 +16,14 @@ from events.channels import HISTORY_FIELD, history_key, user_channel
 from publishers._errors import InvalidEventError, PublishError
 
 # KEYS[1] = history stream. ARGV = channel, event JSON (no id), max length, max age in ms.
-# Appends to history (capped by length and age), then publishes the same JSON with the new
+# Appends to history (capped exactly by length and age: the caps are small, and exact trimming
+# keeps "what can be resumed" predictable), then publishes the same JSON with the new
 # id spliced in as its first member. Returns the id. Atomic: no reader sees one without the other.
 _PUBLISH = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', '{HISTORY_FIELD}', ARGV[2])
-redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(math.max(0, now - tonumber(ARGV[4]))))
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', '{HISTORY_FIELD}', ARGV[2])
+redis.call('XTRIM', KEYS[1], 'MINID', tostring(math.max(0, now - tonumber(ARGV[4]))))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH', ARGV[1], '{{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 return id

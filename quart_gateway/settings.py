@@ -109,8 +109,6 @@ class Settings:
     sse_retry_ms: int = 3000  # EventSource reconnect delay sent in `retry:` on open
     subscriber_queue_events: int = 1000  # events buffered per connection before SLOW disconnect
     subscriber_queue_bytes: int = 1_048_576  # bytes buffered per connection (1 MiB)
-    history_max_events: int = 1000  # per user, Redis Stream MAXLEN
-    history_ttl_seconds: int = 86_400  # events older than this are trimmed from history
     cors_origins: tuple[str, ...] = ()
     # --- dev ---
     dev_mode: bool = False
@@ -163,8 +161,6 @@ class Settings:
             sse_retry_ms=env.integer("SSE_RETRY_MS", 3000, low=0),
             subscriber_queue_events=env.integer("SUBSCRIBER_QUEUE_EVENTS", 1000, low=1),
             subscriber_queue_bytes=env.integer("SUBSCRIBER_QUEUE_BYTES", 1_048_576, low=1024),
-            history_max_events=env.integer("HISTORY_MAX_EVENTS", 1000, low=1),
-            history_ttl_seconds=env.integer("HISTORY_TTL_SECONDS", 86_400, low=1),
             cors_origins=env.items("CORS_ORIGINS"),
             dev_mode=env.flag("GATEWAY_DEV_MODE", False),
         )
