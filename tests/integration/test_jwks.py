@@ -1,0 +1,42 @@
+"""JWT keys from a JWKS endpoint (a real loopback HTTP server)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+
+from quart_gateway.auth import TokenVerifier
+from quart_gateway.errors import AuthError
+from quart_gateway.settings import Settings
+from tests.support import Reply, Upstream
+from tests.unit.test_auth import rsa_keys
+
+
+async def test_rs256_with_a_jwks_url(upstream: Upstream) -> None:
+    """Keys fetched from a JWKS endpoint (a real loopback HTTP server), selected by `kid`."""
+    private, _ = rsa_keys()
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    upstream.reply(
+        "/.well-known/jwks.json",
+        Reply(body={"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}),
+    )
+    settings = Settings(jwt_algorithm="RS256", jwt_jwks_url=f"{upstream.url}/.well-known/jwks.json")
+    verifier = TokenVerifier(settings)
+    token = jwt.encode(
+        {"sub": "dave", "exp": int(time.time()) + 60},
+        private,
+        algorithm="RS256",
+        headers={"kid": "k1"},
+    )
+    assert (await verifier.verify(token)).user_id == "dave"
+    unknown = jwt.encode(
+        {"sub": "dave", "exp": int(time.time()) + 60},
+        private,
+        algorithm="RS256",
+        headers={"kid": "other"},
+    )
+    with pytest.raises(AuthError):
+        await verifier.verify(unknown)
