@@ -150,6 +150,7 @@ def _install_lifespan(app: Quart, settings: Settings) -> None:
             metrics=metrics,
             max_events=settings.subscriber_queue_events,
             max_bytes=settings.subscriber_queue_bytes,
+            probe_interval=settings.redis_probe_interval_seconds,
         )
         metrics.add_listener_gauges(lambda: _listener_numbers(mux))
         lifecycle = Lifecycle()

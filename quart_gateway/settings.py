@@ -86,6 +86,9 @@ class Settings:
     # --- redis ---
     redis_url: Secret | None = None  # None: embedded single-node mode
     redis_ssl_verify: bool = False  # rediss:// on Heroku uses self-signed certificates
+    # The pub/sub listener pings Redis after this long without traffic, and reconnects after
+    # three times this long without an answer (a half-open TCP connection looks healthy).
+    redis_probe_interval_seconds: float = 5.0
     # --- auth ---
     jwt_algorithm: str = "HS256"
     jwt_secret_key: Secret | None = None
@@ -138,6 +141,9 @@ class Settings:
             shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 10.0, low=0.5),
             redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
             redis_ssl_verify=env.flag("REDIS_SSL_VERIFY", False),
+            redis_probe_interval_seconds=env.number(
+                "REDIS_PROBE_INTERVAL_SECONDS", 5.0, low=0.05
+            ),
             jwt_algorithm=algorithm,
             jwt_secret_key=secret,
             jwt_public_key=public_key,

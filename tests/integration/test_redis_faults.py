@@ -1,0 +1,97 @@
+"""The multiplexer under Redis faults, through a TCP proxy that can go silent or cut."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+
+from quart_gateway.embedded import EmbeddedRedis
+from quart_gateway.settings import Secret
+from tests.conftest import SettingsFactory, serving
+from tests.support import TcpProxy, make_token, wait_until, ws_next
+
+
+@pytest.fixture(name="proxy")
+async def _proxy(redis_server: EmbeddedRedis) -> AsyncIterator[TcpProxy]:
+    assert redis_server.port is not None
+    proxy = TcpProxy(redis_server.port)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+async def test_a_silent_redis_is_detected_and_the_listener_recovers(
+    make_settings: SettingsFactory, proxy: TcpProxy, redis_url: str, user_id: str
+) -> None:
+    settings = dataclasses.replace(
+        make_settings(redis_probe_interval_seconds=0.2), redis_url=Secret(proxy.url)
+    )
+    direct = aioredis.Redis.from_url(redis_url)
+    async with (
+        serving(settings) as live,
+        connect(f"{live.ws_url}/ws?token={make_token(user_id)}") as conn,
+    ):
+        assert (await ws_next(conn))["event"] == "connected"
+        proxy.pause()  # TCP stays up, nothing gets through: a half-open connection
+        await wait_until(lambda: not live.services.mux.statistics().healthy, timeout=5)
+        proxy.cut()
+        proxy.resume()
+        resync = await ws_next(conn, timeout=10)
+        assert (resync["event"], resync["reason"]) == ("resync", "redis_reconnected")
+        await direct.publish(
+            f"ws:{user_id}", '{"event":"class_created","class_id":"c","class_designation":"x"}'
+        )
+        assert (await ws_next(conn))["class_id"] == "c"
+        assert live.services.mux.statistics().reconnects >= 1
+    await direct.aclose()
+
+
+async def test_a_cut_connection_is_resubscribed_with_every_channel(
+    make_settings: SettingsFactory, proxy: TcpProxy, redis_url: str, user_id: str
+) -> None:
+    settings = dataclasses.replace(make_settings(), redis_url=Secret(proxy.url))
+    users = [f"{user_id}-{i}" for i in range(5)]
+    direct = aioredis.Redis.from_url(redis_url)
+    async with serving(settings) as live:
+        sockets = []
+        for user in users:
+            conn = await connect(f"{live.ws_url}/ws?token={make_token(user)}")
+            assert (await ws_next(conn))["event"] == "connected"
+            sockets.append(conn)
+        for _ in range(3):  # repeatedly: the backoff resets after each success
+            proxy.cut()
+            for conn in sockets:
+                assert (await ws_next(conn, timeout=10))["event"] == "resync"
+        for user, conn in zip(users, sockets, strict=True):
+            await direct.publish(
+                f"ws:{user}",
+                json.dumps({"event": "class_created", "class_id": user, "class_designation": "x"}),
+            )
+            assert (await ws_next(conn))["class_id"] == user
+        for conn in sockets:
+            await conn.close()
+    await direct.aclose()
+
+
+async def test_streams_opened_during_an_outage_wait_and_then_connect(
+    make_settings: SettingsFactory, private_redis: EmbeddedRedis, user_id: str
+) -> None:
+    settings = dataclasses.replace(make_settings(), redis_url=Secret(private_redis.url))
+    async with serving(settings) as live:
+        private_redis.kill()
+        await wait_until(lambda: not live.services.mux.statistics().connected, timeout=5)
+        async with connect(f"{live.ws_url}/ws?token={make_token(user_id)}") as conn:
+            private_redis.start()
+            first = await ws_next(conn, timeout=15)
+            assert first["event"] == "connected"  # only once the subscription is really active
+            direct = aioredis.Redis.from_url(private_redis.url)
+            await direct.publish(
+                f"ws:{user_id}", '{"event":"class_created","class_id":"c","class_designation":"x"}'
+            )
+            assert (await ws_next(conn))["class_id"] == "c"
+            await direct.aclose()
