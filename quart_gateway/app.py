@@ -16,9 +16,9 @@ import uuid
 from contextlib import suppress
 from typing import Any
 
-from quart import Quart, g, request, websocket
+from quart import Quart, Response, g, request, websocket
 from quart_cors import cors
-from quart_schema import Info, QuartSchema
+from quart_schema import Info, QuartSchema, hide
 from werkzeug.exceptions import HTTPException
 
 from quart_gateway import logs
@@ -32,7 +32,7 @@ from quart_gateway.metrics import Metrics
 from quart_gateway.multiplexer import Multiplexer
 from quart_gateway.ratelimit import RateLimiter
 from quart_gateway.redis_clients import command_client, pubsub_connection_factory
-from quart_gateway.routes import health, sse, status, ws
+from quart_gateway.routes import dev, health, sse, status, ws
 from quart_gateway.services import EXTENSION_KEY, Services
 from quart_gateway.settings import Settings
 from quart_gateway.stream import ping_frame
@@ -48,9 +48,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     if settings is None:
         settings = Settings.from_env(os.environ)
         logs.configure(settings.log_level, settings.log_format)
-    app = Quart("quart_gateway", static_folder=None)
+    app = Quart("quart_gateway", static_folder="static")
+    _hide_static_route(app)
     app.config["SETTINGS"] = settings
     app.config["RESPONSE_TIMEOUT"] = None
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = None  # revalidate /static: the client changes
     QuartSchema(
         app,
         info=Info(title="Realtime client gateway", version="0.1.0"),
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     for module in (status, health, sse, ws):
         app.register_blueprint(module.blueprint)
+    if settings.dev_mode:  # /demo and /dev/*: never registered outside dev mode
+        app.register_blueprint(dev.blueprint)
     if settings.cors_origins:
         cors(
             app,
@@ -76,6 +80,15 @@ def create_app(settings: Settings | None = None) -> Quart:
     _install_error_handlers(app)
     _install_lifespan(app, settings)
     return app
+
+
+def _hide_static_route(app: Quart) -> None:
+    """Serve /static/<file> (the browser client), but keep it out of the OpenAPI document."""
+
+    async def static(filename: str) -> Response:
+        return await app.send_static_file(filename)
+
+    app.view_functions["static"] = hide(static)
 
 
 def _correlation_id(supplied: str | None) -> str:

@@ -131,6 +131,14 @@ class Settings:
             )
         if public_key:
             public_key = public_key.replace("\\n", "\n")  # one-line PEM in a Heroku config var
+        redis_url = env.url("REDIS_URL", ("redis", "rediss", "unix"))
+        dev_mode = env.flag("GATEWAY_DEV_MODE", False)
+        if dev_mode and redis_url is not None:
+            # Dev mode mints tokens for anyone: it must never reach a shared deployment.
+            raise ConfigError(
+                "GATEWAY_DEV_MODE",
+                "is only allowed in embedded single-node mode; unset REDIS_URL or dev mode",
+            )
         return cls(
             port=env.integer("PORT", 8000, low=1, high=65535),
             web_concurrency=env.integer("WEB_CONCURRENCY", 1, low=1, high=64),
@@ -139,11 +147,9 @@ class Settings:
             ),
             log_format=env.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
             shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 10.0, low=0.5),
-            redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
+            redis_url=redis_url,
             redis_ssl_verify=env.flag("REDIS_SSL_VERIFY", False),
-            redis_probe_interval_seconds=env.number(
-                "REDIS_PROBE_INTERVAL_SECONDS", 5.0, low=0.05
-            ),
+            redis_probe_interval_seconds=env.number("REDIS_PROBE_INTERVAL_SECONDS", 5.0, low=0.05),
             jwt_algorithm=algorithm,
             jwt_secret_key=secret,
             jwt_public_key=public_key,
@@ -168,7 +174,7 @@ class Settings:
             subscriber_queue_events=env.integer("SUBSCRIBER_QUEUE_EVENTS", 1000, low=1),
             subscriber_queue_bytes=env.integer("SUBSCRIBER_QUEUE_BYTES", 1_048_576, low=1024),
             cors_origins=env.items("CORS_ORIGINS"),
-            dev_mode=env.flag("GATEWAY_DEV_MODE", False),
+            dev_mode=dev_mode,
         )
 
 

@@ -121,3 +121,12 @@ def test_public_key_from_a_one_line_config_var() -> None:
 )
 def test_rate_limit_parsing(text: str, expected: RateLimit) -> None:
     assert RateLimit.parse(text) == expected
+
+
+def test_dev_mode_only_in_embedded_single_node_mode() -> None:
+    assert Settings.from_env({**BASE, "GATEWAY_DEV_MODE": "true"}).dev_mode is True
+    assert Settings.from_env({**BASE, "REDIS_URL": "redis://r:6379"}).dev_mode is False
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**BASE, "GATEWAY_DEV_MODE": "true", "REDIS_URL": "redis://r:6379"})
+    assert raised.value.variable == "GATEWAY_DEV_MODE"
+    assert "REDIS_URL" in str(raised.value)
