@@ -56,14 +56,16 @@ class EventPublisher:
         history_max_events: int = 1000,
         history_ttl_seconds: int = 86_400,
         timeout: float = 2.0,
+        max_event_bytes: int = 65_536,
     ) -> None:
-        if history_max_events < 1 or history_ttl_seconds < 1 or timeout <= 0:
-            raise ValueError("history_max_events, history_ttl_seconds and timeout must be positive")
+        if min(history_max_events, history_ttl_seconds, max_event_bytes) < 1 or timeout <= 0:
+            raise ValueError("sizes, ages and the timeout must be positive")
         self._client = client
         self._owns_client = False
         self._max_events = history_max_events
         self._ttl_ms = history_ttl_seconds * 1000
         self._timeout = timeout
+        self._max_event_bytes = max_event_bytes
         self._script = client.register_script(_PUBLISH)
 
     @classmethod
@@ -77,12 +79,17 @@ class EventPublisher:
         """Publish `event` to `user_id`; return its id (the history stream id).
 
         Zero connected receivers is normal: the event still goes to history for resume.
-        Raises InvalidEventError for an invalid event and PublishError if Redis fails or does
-        not answer within the timeout.
+        Raises InvalidEventError for an invalid or oversized event and PublishError if Redis
+        fails or does not answer within the timeout. After a timeout the event may still have
+        been published: a retry can then deliver it twice, under two ids.
         """
         if not user_id:
             raise InvalidEventError("user_id must be a non-empty string")
         _, text = encode(event)
+        size = len(text.encode())
+        if size > self._max_event_bytes:
+            # Live events are notifications; bulk data belongs behind the status endpoint.
+            raise InvalidEventError(f"event is {size} bytes; the limit is {self._max_event_bytes}")
         try:
             async with asyncio.timeout(self._timeout):
                 event_id = await self._script(

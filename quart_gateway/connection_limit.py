@@ -62,6 +62,8 @@ class ConnectionLimiter:
         self._local: defaultdict[str, set[str]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # A release must not race a renewal that still carries its member (and re-adds it).
+        self._renewing = asyncio.Lock()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._renew_forever(), name="connection-leases")
@@ -108,7 +110,7 @@ class ConnectionLimiter:
 
     async def _remove(self, user_id: str, member: str) -> None:
         try:
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(6.0), self._renewing:
                 await self._client.zrem(_key(user_id), member)
         except (RedisError, OSError, TimeoutError):
             self._metrics.redis_errors.labels(operation="connection_lease").inc()
@@ -126,7 +128,7 @@ class ConnectionLimiter:
                 args.append(len(members))
                 args.extend(members)
             try:
-                async with asyncio.timeout(5.0):
+                async with asyncio.timeout(5.0), self._renewing:
                     await self._renew(keys=keys, args=args)
             except (RedisError, OSError, TimeoutError) as exc:
                 self._metrics.redis_errors.labels(operation="connection_lease").inc()

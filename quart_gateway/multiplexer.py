@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from events.channels import user_channel
 from quart_gateway import disconnect
 from quart_gateway.backoff import Backoff
+from quart_gateway.concurrency import first_completed
 from quart_gateway.disconnect import Disconnect
 from quart_gateway.metrics import Metrics
 from quart_gateway.subscriber import Subscriber
@@ -43,6 +44,10 @@ from quart_gateway.wire import DropReason, Frame, decode_message, encode_system
 logger = logging.getLogger(__name__)
 
 ConnectionFactory = Callable[[], aioredis.Connection]
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+# A listener that stayed up this long counts as a success: the backoff starts over.
+STABLE_AFTER_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,8 @@ class Multiplexer:
         self._reconnects = 0
         self._subscribers = 0
         self._closing = False
+        self._drops_logged_at: dict[str, float] = {}
+        self._drops_suppressed: dict[str, int] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -160,7 +167,7 @@ class Multiplexer:
         for channel in self._channels.values():
             for sub in channel.subscribers:
                 if sub.active:
-                    sub.offer(frame)
+                    self._offer(sub, frame)
 
     # --- Redis side --------------------------------------------------------------------------
 
@@ -187,6 +194,7 @@ class Multiplexer:
         """Run the listener forever: a failure is logged, backed off and recovered from."""
         first = True
         while not self._closing:
+            started = time.monotonic()
             try:
                 await self._listen(first)
             except asyncio.CancelledError:
@@ -195,6 +203,8 @@ class Multiplexer:
                 logger.warning("redis pub/sub connection lost: %s", exc or type(exc).__name__)
             except Exception:
                 logger.exception("multiplexer listener crashed; restarting it")
+            if time.monotonic() - started >= STABLE_AFTER_SECONDS:
+                self._backoff.reset()  # it worked for a while: this is a new outage
             first = False
             await self._drop_connection()
             self._reconnects += 1
@@ -210,7 +220,10 @@ class Multiplexer:
     async def _listen(self, first: bool) -> None:
         conn = self._factory()
         try:
-            await conn.connect()  # type: ignore[no-untyped-call]
+            # Bounded: the handshake (AUTH, CLIENT SETNAME) has no read timeout of its own,
+            # and a peer that accepts but never answers must not wedge the listener.
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                await conn.connect()  # type: ignore[no-untyped-call]
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
@@ -223,12 +236,8 @@ class Multiplexer:
         if names:
             self._send("SUBSCRIBE", *names)
         if not first:
-            logger.warning("redis pub/sub reconnected; resubscribed %d channels", len(names))
-        self._backoff.reset()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._watchdog(conn))
-            tasks.create_task(self._write(conn))
-            await self._read(conn)
+            logger.warning("redis pub/sub reconnected; resubscribing %d channels", len(names))
+        await first_completed(self._read(conn), self._write(conn), self._watchdog(conn))
 
     async def _read(self, conn: aioredis.Connection) -> None:
         channels = self._channels
@@ -246,7 +255,7 @@ class Multiplexer:
                 frame = decode_message(response[2])
                 if isinstance(frame, DropReason):
                     metrics.dropped.labels(reason=str(frame)).inc()
-                    logger.warning("dropped a published message: %s", frame)
+                    self._log_drop(frame)
                     continue
                 self._dispatch(channel, frame)
             elif kind == b"subscribe":
@@ -255,22 +264,41 @@ class Multiplexer:
     def _dispatch(self, channel: _Channel, frame: Frame) -> None:
         delivered = 0
         for sub in channel.subscribers:
-            was_open = sub.close_reason is None
-            if sub.offer(frame):
+            if self._offer(sub, frame):
                 delivered += 1
-            elif was_open and sub.close_reason is disconnect.SLOW_CONSUMER:
-                events, size = sub.overflow_depth
-                logger.info(
-                    "slow consumer disconnected",
-                    extra={
-                        "user_id": sub.user_id,
-                        "conn_id": sub.conn_id,
-                        "queued_events": events,
-                        "queued_bytes": size,
-                    },
-                )
-                self._metrics.slow_disconnects.inc()
         self._metrics.delivered.inc(delivered)
+
+    def _offer(self, sub: Subscriber, frame: Frame) -> bool:
+        """Offer a frame to one connection; log and count it if that overflows its queue."""
+        was_open = sub.close_reason is None
+        if sub.offer(frame):
+            return True
+        if was_open and sub.close_reason is disconnect.SLOW_CONSUMER:
+            events, size = sub.overflow_depth
+            logger.info(
+                "slow consumer disconnected",
+                extra={
+                    "user_id": sub.user_id,
+                    "conn_id": sub.conn_id,
+                    "queued_events": events,
+                    "queued_bytes": size,
+                },
+            )
+            self._metrics.slow_disconnects.inc()
+        return False
+
+    def _log_drop(self, reason: DropReason) -> None:
+        """One WARNING per reason per minute: a misbehaving publisher must not flood logs."""
+        now = time.monotonic()
+        suppressed = self._drops_suppressed.get(reason, 0)
+        if now - self._drops_logged_at.get(reason, -math.inf) < 60:
+            self._drops_suppressed[reason] = suppressed + 1
+            return
+        self._drops_logged_at[reason] = now
+        self._drops_suppressed[reason] = 0
+        logger.warning(
+            "dropped a published message: %s (%d more since the last report)", reason, suppressed
+        )
 
     def _acknowledged(self, name: str) -> None:
         self._inflight[name] -= 1
@@ -292,9 +320,10 @@ class Multiplexer:
                     "timestamp": datetime.now(UTC).isoformat(),
                 }
             )
+            self._metrics.resyncs.labels(reason="redis_reconnected").inc(len(stale))
             for sub in stale:
                 self._needs_resync.discard(sub)
-                sub.offer(frame)
+                self._offer(sub, frame)
 
     async def _watchdog(self, conn: aioredis.Connection) -> None:
         """Ping when idle; fail the listener if Redis stops answering."""

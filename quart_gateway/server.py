@@ -50,8 +50,17 @@ def hypercorn_config(settings: Settings) -> Config:
 
 
 def drain_budget(settings: Settings) -> float:
-    """Seconds for open streams to end after SIGTERM; the rest of the grace is Hypercorn's."""
-    return max(0.2, settings.shutdown_grace_seconds - 1.5)
+    """Seconds for open streams to end after SIGTERM; the rest of the grace is for Hypercorn's
+    own graceful close (1 s) and the lifespan's teardown."""
+    return max(0.2, settings.shutdown_grace_seconds - 2.5)
+
+
+def _hard_exit() -> None:
+    # Last resort. Hypercorn waits for every open TCP connection before it returns (without
+    # a bound on Python 3.12+), and a client that stopped reading keeps its connection open.
+    logger.error("shutdown grace period exceeded; exiting now")
+    logging.shutdown()
+    os._exit(1)
 
 
 async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
@@ -65,6 +74,7 @@ async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
 
     async def shutdown_trigger() -> None:
         await stop.wait()
+        loop.call_later(settings.shutdown_grace_seconds, _hard_exit)
         svc: Services | None = app.extensions.get(EXTENSION_KEY)
         if svc is not None:
             started = time.monotonic()
@@ -108,9 +118,9 @@ def supervise(settings: Settings) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit: the parent decides
-    workers = [start_worker() for _ in range(settings.web_concurrency)]
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit this: the parent decides
+    workers = [start_worker() for _ in range(settings.web_concurrency)]
     signal.signal(signal.SIGINT, on_signal)
     logger.info("started %d workers", len(workers))
     backoff = Backoff(base=0.5, cap=10.0)
@@ -118,17 +128,18 @@ def supervise(settings: Settings) -> int:
         while not stopping:
             time.sleep(0.2)
             for i, process in enumerate(workers):
-                if not process.is_alive() and not stopping:
-                    logger.error(
-                        "worker %s exited with %s; restarting", process.pid, process.exitcode
-                    )
-                    time.sleep(backoff.next_delay())  # a worker that cannot start must not spin
+                if process.is_alive() or stopping:
+                    continue
+                logger.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
+                time.sleep(backoff.next_delay())  # a worker that cannot start must not spin
+                if not stopping:
                     workers[i] = start_worker()
     finally:
         for process in workers:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + settings.shutdown_grace_seconds
+        # Each worker exits by itself within the grace period; this is the backstop.
+        deadline = time.monotonic() + settings.shutdown_grace_seconds + 1.0
         for process in workers:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():

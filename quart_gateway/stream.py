@@ -30,8 +30,9 @@ from quart_gateway.wire import Frame, encode_system
 
 logger = logging.getLogger(__name__)
 
-# A pump still stuck writing this long after its connection was closed is cancelled:
-# its client stopped reading, and only the task's cancellation frees the connection.
+# A connection must be gone this long after it was closed (farewell sent, handler returned).
+# If it is not, its client stopped reading and the write is stuck: the handler is cancelled,
+# as only that frees the connection.
 STALL_GRACE_SECONDS = 2.0
 
 
@@ -48,7 +49,8 @@ def disconnect_frame(reason: disconnect.Disconnect) -> Frame:
 
 
 class StreamGuard:
-    """Per-connection timers: token expiry and the stall guard. Cancel with `close()`."""
+    """Per-connection timers: token expiry, and the stall guard armed when the connection is
+    closed. `close()` cancels both; call it once the farewell has been written."""
 
     def __init__(self, sub: Subscriber, principal: Principal) -> None:
         loop = asyncio.get_running_loop()
@@ -63,13 +65,13 @@ class StreamGuard:
         sub.on_close = self._closed
 
     def _closed(self) -> None:
-        if not self._sub.waiting and self._stall is None:
+        if self._stall is None:
             self._stall = asyncio.get_running_loop().call_later(
                 STALL_GRACE_SECONDS, self._cancel_if_stuck
             )
 
     def _cancel_if_stuck(self) -> None:
-        if not self._sub.waiting and self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done():
             logger.info("cancelling a connection stuck writing to its client")
             self._task.cancel()
 

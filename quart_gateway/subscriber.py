@@ -62,7 +62,10 @@ class Subscriber:
         """Queue a frame; False if the connection is closing or just overflowed."""
         if self.close_reason is not None:
             return False
-        if len(self._queue) >= self.max_events or self._bytes + frame.size > self.max_bytes:
+        queue = self._queue
+        # One frame larger than the byte budget still goes through an empty queue: the limit
+        # is on falling behind, not on the size of an event.
+        if len(queue) >= self.max_events or (queue and self._bytes + frame.size > self.max_bytes):
             self.overflow_depth = (len(self._queue), self._bytes)
             self.close(disconnect.SLOW_CONSUMER)
             return False

@@ -17,18 +17,18 @@ Transport = Literal["ws", "sse"]
 
 @asynccontextmanager
 async def live_stream(
-    svc: Services, principal: Principal, transport: Transport, lease: str
+    svc: Services, principal: Principal, transport: Transport
 ) -> AsyncIterator[Subscriber]:
-    """Register one live connection: multiplexer, lease, timers, metrics, drain tracking.
+    """Register one live connection: multiplexer, timers, metrics, drain tracking.
 
     Everything is undone on exit, including when the handler is cancelled because the client
-    went away.
+    went away. Send the farewell inside the block: the stall guard covers it. (The connection
+    lease is the handler's: it is taken before the stream exists.)
     """
     user_id = principal.user_id
     svc.lifecycle.stream_opened()
     svc.metrics.connections.labels(transport=transport).inc()
     svc.metrics.connections_total.labels(transport=transport).inc()
-    svc.connection_limiter.hold(user_id, lease)
     try:
         async with svc.mux.subscribe(user_id) as sub:
             logs.bind(conn_id=sub.conn_id)
@@ -42,6 +42,5 @@ async def live_stream(
                 reason = sub.close_reason or disconnect.CLIENT_GONE
                 svc.metrics.disconnects.labels(reason=reason.reason).inc()
     finally:
-        svc.connection_limiter.release(user_id, lease)
         svc.metrics.connections.labels(transport=transport).dec()
         svc.lifecycle.stream_closed()

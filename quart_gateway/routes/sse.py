@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 
 from quart import Blueprint, Response, request
 from quart_schema import document_response, tag
@@ -45,7 +45,7 @@ def _farewell(svc: Services, reason: disconnect.Disconnect) -> bytes:
     return sse_retry(retry) + disconnect_frame(reason).sse
 
 
-def _response(body: AsyncIterator[bytes]) -> Response:
+def _response(body: AsyncIterable[bytes]) -> Response:
     response = Response(body, status=200, content_type="text/event-stream; charset=utf-8")
     response.headers.update(SSE_HEADERS)
     response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut the stream
@@ -56,12 +56,38 @@ async def _draining(svc: Services) -> AsyncIterator[bytes]:
     yield _farewell(svc, disconnect.SHUTDOWN)
 
 
+class _LeasedBody:
+    """The stream's body; gives the connection lease back when Quart closes it, even if the
+    stream never started (Quart closes a body it has entered whatever happens)."""
+
+    def __init__(
+        self, svc: Services, principal: Principal, lease: str, last_event_id: str | None
+    ) -> None:
+        self._svc = svc
+        self._user_id = principal.user_id
+        self._lease = lease
+        self._stream = _stream(svc, principal, lease, last_event_id)
+
+    def __aiter__(self) -> _LeasedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._stream)
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._svc.connection_limiter.release(self._user_id, self._lease)
+
+
 async def _stream(
     svc: Services, principal: Principal, lease: str, last_event_id: str | None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
+    svc.connection_limiter.hold(principal.user_id, lease)
     # First bytes at once: proxies and Heroku's router wait for them.
     yield sse_retry(svc.settings.sse_retry_ms) + sse_comment("stream open")
-    async with live_stream(svc, principal, "sse", lease) as sub:
+    async with live_stream(svc, principal, "sse") as sub:
         async for batch in frames(
             sub,
             transport="sse",
@@ -72,8 +98,8 @@ async def _stream(
         ):
             yield batch[0].sse if len(batch) == 1 else b"".join(f.sse for f in batch)
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
-    logger.debug("event stream ending: %s", reason.reason)
-    yield _farewell(svc, reason)
+        logger.debug("event stream ending: %s", reason.reason)
+        yield _farewell(svc, reason)
 
 
 @blueprint.get("/events")
@@ -95,4 +121,4 @@ async def events() -> Response:
         logger.info("event stream refused: too many connections")
         raise TooManyConnectionsError(retry_after=30)
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    return _response(_stream(svc, principal, lease, last_event_id))
+    return _response(_LeasedBody(svc, principal, lease, last_event_id))

@@ -14,6 +14,7 @@ from quart import Blueprint, websocket
 from quart_cors import cors_exempt
 
 from quart_gateway import disconnect, logs
+from quart_gateway.auth import Principal
 from quart_gateway.errors import AuthError
 from quart_gateway.routes._live import live_stream
 from quart_gateway.services import Services, services
@@ -65,14 +66,22 @@ async def ws() -> None:
         logger.info("websocket refused: too many connections")
         return await _refuse(svc, disconnect.TOO_MANY_CONNECTIONS)
 
-    await websocket.accept()
-    async with live_stream(svc, principal, "ws", lease) as sub:
+    svc.connection_limiter.hold(principal.user_id, lease)
+    try:
+        await websocket.accept()
+        await _serve(svc, principal)
+    finally:
+        svc.connection_limiter.release(principal.user_id, lease)
+
+
+async def _serve(svc: Services, principal: Principal) -> None:
+    async with live_stream(svc, principal, "ws") as sub:
         reader = asyncio.create_task(_read_client())
         try:
             async for batch in frames(
                 sub,
                 transport="ws",
-                heartbeat_interval=settings.heartbeat_interval_seconds,
+                heartbeat_interval=svc.settings.heartbeat_interval_seconds,
                 last_event_id=websocket.args.get("last_event_id"),
                 history=svc.history,
                 metrics=svc.metrics,
@@ -83,5 +92,5 @@ async def ws() -> None:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
-    logger.debug("websocket closing: %s", reason.reason)
-    await _close(reason)
+        logger.debug("websocket closing: %s", reason.reason)
+        await _close(reason)

@@ -247,3 +247,33 @@ async def test_bad_configuration_stops_start_up_naming_the_variable(tmp_path: Pa
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
     assert b"PORT" in stderr
+
+
+async def test_sigterm_exits_in_time_with_a_client_that_stopped_reading(
+    gateway_process: ProcessFactory, redis_url: str, user_id: str
+) -> None:
+    gateway = await gateway_process({"REDIS_URL": redis_url, "SHUTDOWN_GRACE_SECONDS": "3"})
+    stalled = socket.create_connection(("127.0.0.1", gateway.port))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    handshake = (
+        f"GET /ws?token={make_token(user_id)} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    stalled.sendall(handshake.encode())
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        await wait_until(lambda: _numsub(redis, f"ws:{user_id}"))
+        chunk = json.dumps(
+            {"event": "class_updated", "class_id": "x", "class_designation": "p" * 60_000}
+        )
+        for _ in range(8):  # enough to fill the socket buffers, not the queue
+            await redis.publish(f"ws:{user_id}", chunk)
+    finally:
+        await redis.aclose()
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    gateway.terminate()
+    gateway.wait(3 + 3)
+    assert time.monotonic() - started < 3 + 2
+    stalled.close()

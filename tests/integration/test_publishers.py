@@ -298,3 +298,12 @@ def test_exported_api() -> None:
     }
     for name in publishers.__all__:
         assert getattr(publishers, name).__module__.startswith("publishers")
+
+
+async def test_oversized_events_are_refused(client: aioredis.Redis, user_id: str) -> None:
+    publisher = EventPublisher(client, max_event_bytes=1024)
+    with pytest.raises(InvalidEventError, match="limit"):
+        await publisher.publish(
+            user_id, events.ClassCreated(class_id="c", class_designation="x" * 2000)
+        )
+    assert await client.exists(history_key(user_id)) == 0

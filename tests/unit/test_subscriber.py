@@ -82,3 +82,11 @@ def test_catalogue_codes_are_unique_per_reason() -> None:
     for d in disconnect.CATALOGUE:
         assert len(d.reason.encode()) <= 123
         assert d.code in (1008, 1011, 1012) or 4000 <= d.code <= 4999
+
+
+async def test_a_single_large_frame_passes_an_empty_queue() -> None:
+    big = frame(pad=5000)
+    sub = Subscriber("u", max_events=100, max_bytes=1000)
+    assert sub.offer(big)  # type: ignore[arg-type]
+    assert not sub.offer(frame())  # type: ignore[arg-type]  # but nothing may queue behind it
+    assert sub.close_reason is disconnect.SLOW_CONSUMER

@@ -1,0 +1,28 @@
+"""Small asyncio helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def first_completed(*coros: Coroutine[Any, Any, T]) -> T:
+    """Run `coros` concurrently; return the first result, or raise the first error.
+
+    The others are cancelled and awaited before this returns, so nothing outlives the call.
+    Unlike a TaskGroup, a failure comes out as itself, not wrapped in an ExceptionGroup.
+    """
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:  # a crash wins over a normal finish
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return done.pop().result()
