@@ -45,13 +45,13 @@ class HistoryReader:
         if parse_stream_id(last_id) is None:
             return Replay([], "unknown_id")
         result: list[Any] = await self._script(
-            keys=[history_key(user_id)], args=[last_id, MAX_REPLAY]
+            keys=[history_key(user_id)], args=[last_id, MAX_REPLAY + 1]
         )
         if not result or int(result[0]) == 0:
             return Replay([], "trimmed")
         entries = result[1]
-        if len(entries) >= MAX_REPLAY:
-            return Replay([], "trimmed")
+        if len(entries) > MAX_REPLAY:
+            return Replay([], "trimmed")  # too far behind to replay: re-hydrate instead
         frames = []
         for raw_id, fields in entries:
             event_id = _text(raw_id)
