@@ -37,7 +37,12 @@ class TokenVerifier:
             self._key = settings.jwt_public_key
         else:
             assert settings.jwt_jwks_url is not None
-            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+            self._jwks = jwt.PyJWKClient(
+                settings.jwt_jwks_url,
+                cache_keys=True,
+                lifespan=300,
+                timeout=settings.upstream_timeout_seconds,  # bounds the key fetch, like upstreams
+            )
 
     async def verify(self, token: str | None) -> Principal:
         if not token:

@@ -90,6 +90,14 @@ class EmbeddedRedis:
         return self._process.pid if self._process else None
 
     def start(self, timeout: float = 10.0) -> str:
+        if self._answers_ping():
+            # Another process serves this path (e.g. `hypercorn --workers N` in embedded mode,
+            # where each worker would start a server of its own). Sharing it silently would
+            # tie it to that process's lifetime; replacing it would split the workers.
+            raise EmbeddedServerError(
+                f"an embedded server already runs at {self.socket_path}: run several workers "
+                "with `python -m quart_gateway` (WEB_CONCURRENCY), or set REDIS_URL"
+            )
         args = [
             self.binary,
             "--port", str(self.port or 0),

@@ -53,7 +53,9 @@ class Metrics:
             registry=r,
         )
         self.redis_reconnects = Counter(
-            "gateway_redis_reconnects", "Pub/sub listener reconnections to Redis", registry=r
+            "gateway_redis_reconnects",
+            "Pub/sub listener connection failures, each followed by a reconnection attempt",
+            registry=r,
         )
         self.resyncs = Counter(
             "gateway_resyncs", "resync messages sent to clients, by reason", ["reason"], registry=r

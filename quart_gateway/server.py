@@ -121,6 +121,7 @@ def supervise(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # children inherit this: the parent decides
     workers = [start_worker() for _ in range(settings.web_concurrency)]
+    started = [time.monotonic()] * len(workers)
     signal.signal(signal.SIGINT, on_signal)
     logger.info("started %d workers", len(workers))
     backoff = Backoff(base=0.5, cap=10.0)
@@ -131,9 +132,12 @@ def supervise(settings: Settings) -> int:
                 if process.is_alive() or stopping:
                     continue
                 logger.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
+                if time.monotonic() - started[i] > 60:
+                    backoff.reset()  # it had been running fine: a new problem
                 time.sleep(backoff.next_delay())  # a worker that cannot start must not spin
                 if not stopping:
                     workers[i] = start_worker()
+                    started[i] = time.monotonic()
     finally:
         for process in workers:
             if process.is_alive() and process.pid is not None:

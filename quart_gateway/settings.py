@@ -50,9 +50,9 @@ class RateLimit:
     @classmethod
     def parse(cls, text: str) -> RateLimit:
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*", text)
-        if match is None or int(match.group(1)) < 1:
+        count = int(match.group(2) or 1) if match else 0
+        if match is None or int(match.group(1)) < 1 or count < 1:
             raise ValueError("expected N/second, N/minute, N/hour or N/day, e.g. 50/minute")
-        count = int(match.group(2) or 1)
         return cls(limit=int(match.group(1)), period_s=count * cls._UNITS[match.group(3)])
 
     def __str__(self) -> str:

@@ -19,7 +19,7 @@ from quart_schema import document_response, tag
 
 from quart_gateway import disconnect, logs
 from quart_gateway.auth import Principal, bearer_token
-from quart_gateway.errors import TooManyConnectionsError
+from quart_gateway.errors import AuthError, TooManyConnectionsError
 from quart_gateway.routes._live import live_stream
 from quart_gateway.schemas import ErrorResponse
 from quart_gateway.services import Services, services
@@ -110,7 +110,11 @@ async def events() -> Response:
     """Live events as `text/event-stream`; see docs/protocol.md for the messages."""
     svc = services()
     token = bearer_token(request.headers.get("Authorization")) or request.args.get("token")
-    principal = await svc.verifier.verify(token)
+    try:
+        principal = await svc.verifier.verify(token)
+    except AuthError:
+        svc.metrics.rejected.labels(transport="sse", reason="invalid_token").inc()
+        raise
     logs.bind(user_id=principal.user_id)
     if svc.lifecycle.draining:
         svc.metrics.rejected.labels(transport="sse", reason="server_restart").inc()

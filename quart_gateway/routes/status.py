@@ -12,7 +12,7 @@ from quart_schema import document_response, security_scheme, tag
 from quart_gateway import logs
 from quart_gateway.auth import bearer_token
 from quart_gateway.batch_status import fetch_batch_status
-from quart_gateway.errors import GatewayError
+from quart_gateway.errors import GatewayError, UpstreamError
 from quart_gateway.schemas import BatchStatusResponse, ErrorResponse
 from quart_gateway.services import services
 
@@ -26,7 +26,10 @@ BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 class InvalidBatchIdError(GatewayError):
     status_code = 400
     code = "invalid_batch_id"
-    message = "batch_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
+    message = (
+        "batch_id must start with a letter or digit and have at most 128 characters: "
+        "letters, digits, '.', '_', ':' or '-'"
+    )
 
 
 @blueprint.get("/v1/batches/<batch_id>/status")
@@ -52,18 +55,22 @@ async def get_batch_status(
     """
     svc = services()
     logs.bind(batch_id=batch_id)
-    if not BATCH_ID.fullmatch(batch_id):
-        raise InvalidBatchIdError()
     principal = await svc.verifier.verify(bearer_token(request.headers.get("Authorization")))
     logs.bind(user_id=principal.user_id)
+    if not BATCH_ID.fullmatch(batch_id):
+        raise InvalidBatchIdError()
     await svc.rate_limiter.hit(principal.user_id)
-    result = await fetch_batch_status(
-        svc.http,
-        svc.settings,
-        batch_id=batch_id,
-        user_id=principal.user_id,
-        correlation_id=g.correlation_id,
-    )
+    try:
+        result = await fetch_batch_status(
+            svc.http,
+            svc.settings,
+            batch_id=batch_id,
+            user_id=principal.user_id,
+            correlation_id=g.correlation_id,
+        )
+    except UpstreamError as exc:
+        svc.metrics.upstream_errors.labels(code=exc.code).inc()
+        raise
     logger.info("batch status served", extra={"status_source": result.status})
     return (
         BatchStatusResponse(

@@ -184,6 +184,8 @@ async def test_sse_bad_tokens_get_401_before_streaming(
     response = await http.get(f"{live.url}/events", params=params)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthorized"
+    metrics = (await http.get(f"{live.url}/metrics")).text
+    assert 'gateway_connections_rejected_total{reason="invalid_token",transport="sse"}' in metrics
 
 
 @pytest.mark.parametrize("token", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())

@@ -258,6 +258,11 @@ async def test_auth_failures_are_401_json(
     assert upstream.requests == []  # nothing reached the upstreams
 
 
+async def test_authentication_comes_before_input_validation(app: Quart) -> None:
+    response = await get_status(app, "a" * 200, {})
+    assert response.status_code == 401
+
+
 async def test_invalid_batch_id_is_400(app: Quart, user_id: str) -> None:
     response = await get_status(app, "..%2F..%2Fadmin", auth(user_id))
     assert response.status_code in (400, 404)

@@ -68,6 +68,7 @@ def test_values_are_read_and_typed() -> None:
         ({**BASE, "UPSTREAM_TIMEOUT_SECONDS": "-1"}, "UPSTREAM_TIMEOUT_SECONDS"),
         ({**BASE, "STATUS_RATE_LIMIT": "lots"}, "STATUS_RATE_LIMIT"),
         ({**BASE, "STATUS_RATE_LIMIT": "0/minute"}, "STATUS_RATE_LIMIT"),
+        ({**BASE, "STATUS_RATE_LIMIT": "10/0minute"}, "STATUS_RATE_LIMIT"),
         ({**BASE, "HEARTBEAT_INTERVAL_SECONDS": "0"}, "HEARTBEAT_INTERVAL_SECONDS"),
         ({**BASE, "RESULT_AGGREGATOR_URL": "agg:8000"}, "RESULT_AGGREGATOR_URL"),
         ({**BASE, "LOG_FORMAT": "xml"}, "LOG_FORMAT"),
