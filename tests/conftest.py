@@ -108,8 +108,9 @@ async def _app(make_settings: SettingsFactory) -> AsyncIterator[Quart]:
 
 
 @dataclass
-class LiveGateway:
-    app: Quart
+class Loopback:
+    """A gateway listening on a loopback port."""
+
     port: int
 
     @property
@@ -119,6 +120,28 @@ class LiveGateway:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+    async def wait_ready(self, timeout: float, failed: Callable[[], str | None]) -> None:
+        """Poll /readyz until it answers 200; `failed()` names a reason to give up early."""
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while True:
+                reason = failed()
+                if reason is not None:
+                    raise RuntimeError(f"gateway failed to start: {reason}")
+                try:
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("gateway did not become ready in time")
+                await asyncio.sleep(0.02)
+
+
+@dataclass
+class LiveGateway(Loopback):
+    app: Quart
 
     @property
     def services(self) -> Services:
@@ -138,20 +161,9 @@ async def serving(settings: Settings) -> AsyncIterator[LiveGateway]:
     config.websocket_ping_interval = None
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    gateway = LiveGateway(app, port)
+    gateway = LiveGateway(port, app)
     try:
-        async with httpx.AsyncClient() as client:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    if (await client.get(f"{gateway.url}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if task.done() or time.monotonic() > deadline:
-                    task.result()
-                    raise RuntimeError("gateway did not become ready")
-                await asyncio.sleep(0.02)
+        await gateway.wait_ready(10, lambda: repr(task.exception()) if task.done() else None)
         yield gateway
     finally:
         if EXTENSION_KEY in app.extensions:
@@ -176,18 +188,9 @@ async def _http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @dataclass
-class GatewayProcess:
+class GatewayProcess(Loopback):
     process: subprocess.Popen[bytes]
-    port: int
     log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -221,21 +224,17 @@ async def start_process(
         cwd=ROOT,
     )
     log.close()
-    gateway = GatewayProcess(process, port, log_path)
-    async with httpx.AsyncClient() as client:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {gateway.logs()[-2000:]}")
-            try:
-                if (await client.get(f"{gateway.url}/readyz")).status_code == 200:
-                    return gateway
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"gateway not ready: {gateway.logs()[-2000:]}")
-            await asyncio.sleep(0.05)
+    gateway = GatewayProcess(port, process, log_path)
+
+    def exited() -> str | None:
+        return None if process.poll() is None else gateway.logs()[-2000:]
+
+    try:
+        await gateway.wait_ready(20, exited)
+    except RuntimeError:
+        process.kill()
+        raise RuntimeError(f"{gateway.logs()[-2000:]}") from None
+    return gateway
 
 
 ProcessFactory = Callable[..., Any]
