@@ -21,7 +21,7 @@ from quart_cors import cors
 from quart_schema import Info, QuartSchema, hide
 from werkzeug.exceptions import HTTPException
 
-from quart_gateway import logs
+from quart_gateway import logs, ws_compression
 from quart_gateway.auth import TokenVerifier
 from quart_gateway.connection_limit import ConnectionLimiter
 from quart_gateway.embedded import EmbeddedRedis, default_directory
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     if settings is None:
         settings = Settings.from_env(os.environ)
         logs.configure(settings.log_level, settings.log_format)
+    ws_compression.configure(settings.ws_compression)
     app = Quart("quart_gateway", static_folder="static")
     _hide_static_route(app)
     app.config["SETTINGS"] = settings

@@ -112,6 +112,7 @@ class Settings:
     sse_retry_ms: int = 3000  # EventSource reconnect delay sent in `retry:` on open
     subscriber_queue_events: int = 1000  # events buffered per connection before SLOW disconnect
     subscriber_queue_bytes: int = 1_048_576  # bytes buffered per connection (1 MiB)
+    ws_compression: bool = False  # permessage-deflate costs ~90 KiB per WebSocket connection
     cors_origins: tuple[str, ...] = ()
     # --- dev ---
     dev_mode: bool = False
@@ -173,6 +174,7 @@ class Settings:
             sse_retry_ms=env.integer("SSE_RETRY_MS", 3000, low=0),
             subscriber_queue_events=env.integer("SUBSCRIBER_QUEUE_EVENTS", 1000, low=1),
             subscriber_queue_bytes=env.integer("SUBSCRIBER_QUEUE_BYTES", 1_048_576, low=1024),
+            ws_compression=env.flag("WS_COMPRESSION", False),
             cors_origins=env.items("CORS_ORIGINS"),
             dev_mode=dev_mode,
         )

@@ -342,3 +342,23 @@ async def test_metrics_and_readiness(
         assert name in text
     ready = (await http.get(f"{live.url}/readyz")).json()
     assert ready == {"status": "ready", "redis": True, "listener": True, "draining": False}
+
+
+async def test_websocket_compression_is_declined_unless_enabled(
+    make_settings: SettingsFactory, user_id: str
+) -> None:
+    url_of = lambda live: f"{live.ws_url}/ws?token={make_token(user_id)}"  # noqa: E731
+    async with (
+        serving(make_settings()) as live,
+        connect(url_of(live), compression="deflate") as conn,
+    ):
+        assert conn.response is not None
+        assert "sec-websocket-extensions" not in conn.response.headers
+        assert (await ws_next(conn))["event"] == "connected"
+    async with (
+        serving(make_settings(ws_compression=True)) as live,
+        connect(url_of(live), compression="deflate") as conn,
+    ):
+        assert conn.response is not None
+        assert "permessage-deflate" in conn.response.headers["sec-websocket-extensions"]
+        assert (await ws_next(conn))["event"] == "connected"
