@@ -20,6 +20,7 @@ import sys
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
@@ -55,6 +56,16 @@ def drain_budget(settings: Settings) -> float:
     return max(0.2, settings.shutdown_grace_seconds - 2.5)
 
 
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # Python 3.11's asyncio streams call task.exception() on a connection task that Hypercorn
+    # cancelled at shutdown, which raises CancelledError into the loop's handler: one ERROR
+    # line per open connection on every clean restart, and nothing to act on.
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        logger.debug("ignored a cancelled connection task: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
+
+
 def _hard_exit() -> None:
     # Last resort. Hypercorn waits for every open TCP connection before it returns (without
     # a bound on Python 3.12+), and a client that stopped reading keeps its connection open.
@@ -69,6 +80,7 @@ async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
     config = hypercorn_config(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_exception_handler)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 

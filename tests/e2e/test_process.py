@@ -109,6 +109,7 @@ async def test_sigterm_closes_streams_cleanly_and_exits_in_time(
     assert sse.ended  # a clean end of the chunked body, not a reset
     assert gateway.wait(10) == 0
     assert time.monotonic() - started < 5 + 2
+    assert '"level": "ERROR"' not in gateway.logs()  # a clean restart is not an error
 
 
 async def test_sigterm_with_several_workers(
