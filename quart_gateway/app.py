@@ -9,6 +9,7 @@ Construction does no I/O; Redis, the multiplexer and the HTTP client start in th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -213,8 +214,12 @@ def _listener_numbers(mux: Multiplexer) -> tuple[float, int, int, bool]:
     return stats.seconds_since_heard, stats.channels, stats.subscribers, stats.healthy
 
 
+HEARTBEAT_SLOTS = 8
+
+
 async def _heartbeat(mux: Multiplexer, interval: float) -> None:
-    """One `ping` frame per interval, encoded once and offered to every live connection."""
-    while True:
-        await asyncio.sleep(interval)
-        mux.broadcast(ping_frame())
+    """A `ping` for every live connection once per interval, spread over the interval: each
+    tick pings one slot of connections, with one frame encoded for all of them."""
+    for tick in itertools.count():
+        await asyncio.sleep(interval / HEARTBEAT_SLOTS)
+        mux.broadcast(ping_frame(), slot=tick % HEARTBEAT_SLOTS, slots=HEARTBEAT_SLOTS)

@@ -26,3 +26,14 @@ async def first_completed(*coros: Coroutine[Any, Any, T]) -> T:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     return done.pop().result()
+
+
+def current_task_cancelling() -> bool:
+    """True if someone asked the current task to stop.
+
+    On Python 3.11 an `asyncio.timeout()` whose deadline passes just as the task is cancelled
+    can turn that cancellation into a TimeoutError. Loops that retry on TimeoutError check
+    this so that they still stop when asked to.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,9 +1,13 @@
 """MAX_CONNECTIONS_PER_USER across every worker and host, with leases in Redis.
 
 Each open stream holds a lease: a member of the sorted set `conn-leases:{user}` scored with its
-expiry. A crashed worker's leases lapse after LEASE_TTL; live workers renew theirs in one
-pipeline per period. If Redis cannot be reached, the connection is allowed (fail open) and
-counted, as the streams themselves keep working from what is already subscribed.
+expiry. A crashed worker's leases lapse after LEASE_TTL_MS; live workers renew theirs.
+
+Every lease operation (take, give back, renew) goes through one queue that a single task
+drains into one Lua call per batch: a burst of a thousand new connections costs a handful of
+round trips on one Redis connection, not a thousand calls on a thousand. If Redis cannot be
+reached, a new stream is allowed (fail open) and counted, as streams keep working from what is
+already subscribed.
 """
 
 from __future__ import annotations
@@ -12,40 +16,46 @@ import asyncio
 import logging
 from collections import defaultdict
 from contextlib import suppress
+from typing import Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from quart_gateway.concurrency import current_task_cancelling
 from quart_gateway.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 LEASE_TTL_MS = 60_000
+BATCH_LIMIT = 1000  # operations per Lua call
 
-# KEYS[1] = lease set; ARGV = ttl ms, max, member. 1 = acquired, 0 = at the limit.
-_ACQUIRE = """
+# ARGV[1] = ttl ms, ARGV[2] = limit; then per KEYS[k]: ARGV[1+2k] = op, ARGV[2+2k] = member.
+# op: "take" (1 = granted, 0 = at the limit), "give" (remove), "keep" (renew; re-adds it).
+_LEASES = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
-# KEYS = lease sets; ARGV[1] = ttl ms, then per key: a count n and n members.
-_RENEW = """
-local t = redis.call('TIME')
-local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-local i = 2
+local ttl, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
 for k = 1, #KEYS do
-  local n = tonumber(ARGV[i]); i = i + 1
-  for _ = 1, n do
-    redis.call('ZADD', KEYS[k], expiry, ARGV[i]); i = i + 1
+  local key, op, member = KEYS[k], ARGV[1 + 2 * k], ARGV[2 + 2 * k]
+  out[k] = 1
+  if op == 'give' then
+    redis.call('ZREM', key, member)
+  else
+    if op == 'take' then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      if redis.call('ZCARD', key) >= limit then out[k] = 0 end
+    end
+    if out[k] == 1 then
+      redis.call('ZADD', key, now + ttl, member)
+      redis.call('PEXPIRE', key, ttl)
+    end
   end
-  redis.call('PEXPIRE', KEYS[k], ARGV[1])
 end
-return 1
+return out
 """
+
+Op = Literal["take", "give", "keep"]
 
 
 def _key(user_id: str) -> str:
@@ -54,27 +64,28 @@ def _key(user_id: str) -> str:
 
 class ConnectionLimiter:
     def __init__(self, client: aioredis.Redis, limit: int, metrics: Metrics) -> None:
-        self._client = client
         self._limit = limit
         self._metrics = metrics
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
+        self._script = client.register_script(_LEASES)
         self._local: defaultdict[str, set[str]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
-        # A release must not race a renewal that still carries its member (and re-adds it).
-        self._renewing = asyncio.Lock()
+        self._queue: list[tuple[Op, str, str, asyncio.Future[bool] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._renew_forever(), name="connection-leases")
+        self._tasks = [
+            asyncio.create_task(self._flush_forever(), name="connection-leases"),
+            asyncio.create_task(self._renew_forever(), name="connection-lease-renewal"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=1.0)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+        with suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._flush()  # give back what is still queued
 
     async def acquire(self, user_id: str, member: str) -> bool:
         """Take a lease in Redis; False at the limit. `hold()` it once the stream is open.
@@ -82,16 +93,14 @@ class ConnectionLimiter:
         A lease that is never held (the client left before its stream started) is not renewed
         and lapses by itself after LEASE_TTL_MS.
         """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._enqueue("take", user_id, member, future)
         try:
-            async with asyncio.timeout(1.0):
-                granted = await self._acquire(
-                    keys=[_key(user_id)], args=[LEASE_TTL_MS, self._limit, member]
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._metrics.redis_errors.labels(operation="connection_lease").inc()
-            logger.warning("connection limit unavailable, allowing: %s", type(exc).__name__)
+            async with asyncio.timeout(2.0):
+                return await future
+        except TimeoutError:
+            self._failed_open("timeout")
             return True
-        return bool(int(granted))
 
     def hold(self, user_id: str, member: str) -> None:
         """Renew this lease for as long as the stream lives."""
@@ -104,32 +113,67 @@ class ConnectionLimiter:
             members.discard(member)
             if not members:
                 del self._local[user_id]
-        task = asyncio.get_running_loop().create_task(self._remove(user_id, member))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._enqueue("give", user_id, member, None)
 
-    async def _remove(self, user_id: str, member: str) -> None:
-        try:
-            async with asyncio.timeout(6.0), self._renewing:
-                await self._client.zrem(_key(user_id), member)
-        except (RedisError, OSError, TimeoutError):
-            self._metrics.redis_errors.labels(operation="connection_lease").inc()
-            # The lease lapses by itself after LEASE_TTL_MS.
+    def _enqueue(
+        self, op: Op, user_id: str, member: str, future: asyncio.Future[bool] | None
+    ) -> None:
+        self._queue.append((op, user_id, member, future))
+        self._wakeup.set()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._flush()
+            except (RedisError, OSError, TimeoutError) as exc:
+                if current_task_cancelling():
+                    raise asyncio.CancelledError from exc  # asyncio.timeout swallowed our cancel
+                logger.warning("connection leases unavailable: %s", type(exc).__name__)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:BATCH_LIMIT], self._queue[BATCH_LIMIT:]
+            try:
+                async with asyncio.timeout(5.0):
+                    verdicts = await self._script(
+                        keys=[_key(user) for _, user, _, _ in batch],
+                        args=[
+                            LEASE_TTL_MS,
+                            self._limit,
+                            *(x for op, _, m, _ in batch for x in (op, m)),
+                        ],
+                    )
+            except (RedisError, OSError, TimeoutError):
+                verdicts = [1] * len(batch)  # fail open; given-back leases lapse by themselves
+                if any(op == "take" for op, _, _, _ in batch):
+                    self._failed_open("redis")
+                self._metrics.redis_errors.labels(operation="connection_lease").inc()
+                self._settle(batch, verdicts)
+                raise
+            self._settle(batch, verdicts)
+
+    def _settle(
+        self, batch: list[tuple[Op, str, str, asyncio.Future[bool] | None]], verdicts: list[int]
+    ) -> None:
+        for (_, user_id, member, future), verdict in zip(batch, verdicts, strict=True):
+            if future is None:
+                continue
+            if future.done():  # the caller timed out or left: don't keep a lease nobody holds
+                if verdict and member not in self._local.get(user_id, ()):
+                    self._enqueue("give", user_id, member, None)
+                continue
+            future.set_result(bool(int(verdict)))
+
+    def _failed_open(self, why: str) -> None:
+        self._metrics.redis_errors.labels(operation="connection_lease").inc()
+        logger.warning("connection limit unavailable (%s): allowing the stream", why)
 
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(LEASE_TTL_MS / 3000)
-            if not self._local:
-                continue
-            keys: list[str] = []
-            args: list[str | int] = [LEASE_TTL_MS]
             for user_id, members in self._local.items():
-                keys.append(_key(user_id))
-                args.append(len(members))
-                args.extend(members)
-            try:
-                async with asyncio.timeout(5.0), self._renewing:
-                    await self._renew(keys=keys, args=args)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._metrics.redis_errors.labels(operation="connection_lease").inc()
-                logger.warning("could not renew connection leases: %s", type(exc).__name__)
+                for member in members:
+                    self._queue.append(("keep", user_id, member, None))
+            self._wakeup.set()

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from events.channels import user_channel
 from quart_gateway import disconnect
 from quart_gateway.backoff import Backoff
-from quart_gateway.concurrency import first_completed
+from quart_gateway.concurrency import current_task_cancelling, first_completed
 from quart_gateway.disconnect import Disconnect
 from quart_gateway.metrics import Metrics
 from quart_gateway.subscriber import Subscriber
@@ -162,11 +162,12 @@ class Multiplexer:
                 del self._channels[name]
                 self._send("UNSUBSCRIBE", name)
 
-    def broadcast(self, frame: Frame) -> None:
-        """Offer `frame` to every connection whose subscription is active (heartbeats)."""
+    def broadcast(self, frame: Frame, *, slot: int = 0, slots: int = 1) -> None:
+        """Offer `frame` to the active connections of one slot out of `slots` (heartbeats:
+        pinging every connection at the same instant stalls the worker for everyone)."""
         for channel in self._channels.values():
             for sub in channel.subscribers:
-                if sub.active:
+                if sub.active and sub.seq % slots == slot:
                     self._offer(sub, frame)
 
     # --- Redis side --------------------------------------------------------------------------
@@ -200,6 +201,8 @@ class Multiplexer:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
+                if current_task_cancelling():
+                    raise asyncio.CancelledError from exc
                 logger.warning("redis pub/sub connection lost: %s", exc or type(exc).__name__)
             except Exception:
                 logger.exception("multiplexer listener crashed; restarting it")

@@ -16,6 +16,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from quart_gateway.multiplexer import ConnectionFactory
 
 COMMAND_TIMEOUT_SECONDS = 2.0
+COMMAND_CONNECTIONS = 1
 
 
 def _transport_options(url: str, verify: bool) -> dict[str, Any]:
@@ -29,17 +30,24 @@ def _transport_options(url: str, verify: bool) -> dict[str, Any]:
 
 
 def command_client(url: str, *, verify_tls: bool = False) -> aioredis.Redis:
-    """For rate limits, connection leases, history reads and readiness: bounded calls."""
-    return aioredis.Redis.from_url(
+    """For rate limits, connection leases, history reads and readiness: bounded calls.
+
+    One connection per worker (plus the pub/sub one), whatever the number of clients: every
+    command is short, lease operations are batched, and callers queue for the connection
+    (up to COMMAND_TIMEOUT_SECONDS) instead of opening more.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=COMMAND_CONNECTIONS,
+        timeout=COMMAND_TIMEOUT_SECONDS,
         socket_timeout=COMMAND_TIMEOUT_SECONDS,
         socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
         health_check_interval=30,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
-        max_connections=50,
         client_name="gateway",
         **_transport_options(url, verify_tls),
     )
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
 
 def pubsub_connection_factory(url: str, *, verify_tls: bool = False) -> ConnectionFactory:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import time
 from multiprocessing.process import BaseProcess
@@ -43,11 +45,32 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = logging.getLogger("hypercorn.access")
     config.errorlog = logging.getLogger("hypercorn.error")
     config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
-    # Protocol-level pings find dead peers that never send a TCP reset.
-    config.websocket_ping_interval = settings.heartbeat_interval_seconds
+    # No protocol-level pings: Hypercorn would run a task per connection to send them and
+    # never checks the pongs. The gateway's own `ping` message every heartbeat interval does
+    # the same work on both transports, and tune_sockets() makes the kernel drop a peer that
+    # stops acknowledging it.
+    config.websocket_ping_interval = None
+    config.backlog = 4096  # bursts of reconnecting clients after a deploy
     config.websocket_max_message_size = 64 * 1024  # clients send nothing that needs more
     config.graceful_timeout = 1.0
     return config
+
+
+def tune_sockets(sockets: Sockets, settings: Settings) -> None:
+    """Dead-peer detection for every connection accepted on these listening sockets.
+
+    TCP_USER_TIMEOUT closes a connection whose sent data stays unacknowledged this long. The
+    gateway sends every client a `ping` each heartbeat interval, so a peer that vanished
+    without a reset (a laptop lid closed, a mobile network gone) is dropped within about three
+    intervals, instead of after the kernel's default of about 15 minutes of retransmissions.
+    Accepted sockets inherit the option from the listening socket (Linux).
+    """
+    if not hasattr(socket, "TCP_USER_TIMEOUT"):
+        return
+    timeout_ms = int(3 * settings.heartbeat_interval_seconds * 1000)
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
 
 
 def drain_budget(settings: Settings) -> float:
@@ -78,6 +101,13 @@ async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
     """Serve one worker until SIGTERM/SIGINT, then drain and stop."""
     app = create_app(settings)
     config = hypercorn_config(settings)
+    if sockets is None:
+        sockets = config.create_sockets()
+        tune_sockets(sockets, settings)
+    # Start-up objects (modules, the app) never become garbage: keep them out of every
+    # collection, so that collections scale with connections, not with the code base.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_exception_handler)
@@ -118,6 +148,7 @@ def supervise(settings: Settings) -> int:
     """Run WEB_CONCURRENCY workers on shared sockets; restart crashed ones; forward SIGTERM."""
     config = hypercorn_config(settings)
     sockets = config.create_sockets()
+    tune_sockets(sockets, settings)
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 

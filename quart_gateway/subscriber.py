@@ -41,12 +41,14 @@ class Subscriber:
         "max_events",
         "on_close",
         "overflow_depth",
+        "seq",
         "user_id",
     )
 
     def __init__(self, user_id: str, *, max_events: int, max_bytes: int) -> None:
         self.user_id = user_id
-        self.conn_id = f"{next(_ids):x}"
+        self.seq = next(_ids)  # spreads periodic work (heartbeats) over connections
+        self.conn_id = f"{self.seq:x}"
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.close_reason: Disconnect | None = None
