@@ -12,19 +12,19 @@ import asyncio
 import itertools
 import logging
 import os
-import re
-import uuid
 from contextlib import suppress
 from typing import Any
 
-from quart import Quart, Response, g, request, websocket
+from quart import Quart, Response, g, request
 from quart_cors import cors
 from quart_schema import Info, QuartSchema, hide
 from werkzeug.exceptions import HTTPException
 
 from quart_gateway import logs, ws_compression
+from quart_gateway.asgi import StreamDispatcher
 from quart_gateway.auth import TokenVerifier
 from quart_gateway.connection_limit import ConnectionLimiter
+from quart_gateway.correlation import CORRELATION_HEADER, correlation_id
 from quart_gateway.embedded import EmbeddedRedis, default_directory
 from quart_gateway.errors import GatewayError
 from quart_gateway.history import HistoryReader
@@ -33,16 +33,13 @@ from quart_gateway.metrics import Metrics
 from quart_gateway.multiplexer import Multiplexer
 from quart_gateway.ratelimit import RateLimiter
 from quart_gateway.redis_clients import command_client, pubsub_connection_factory
-from quart_gateway.routes import dev, health, sse, status, ws
+from quart_gateway.routes import dev, health, sse, status
 from quart_gateway.services import EXTENSION_KEY, Services
 from quart_gateway.settings import Settings
 from quart_gateway.stream import ping_frame
 from quart_gateway.upstream import create_client
 
 logger = logging.getLogger(__name__)
-
-CORRELATION_HEADER = "X-Correlation-ID"
-_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -65,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
-    for module in (status, health, sse, ws):
+    for module in (status, health, sse):
         app.register_blueprint(module.blueprint)
     if settings.dev_mode:  # /demo and /dev/*: never registered outside dev mode
         app.register_blueprint(dev.blueprint)
@@ -81,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     _install_request_context(app)
     _install_error_handlers(app)
     _install_lifespan(app, settings)
+    app.asgi_app = StreamDispatcher(app, app.asgi_app)  # type: ignore[method-assign,assignment]
     return app
 
 
@@ -93,21 +91,12 @@ def _hide_static_route(app: Quart) -> None:
     app.view_functions["static"] = hide(static)
 
 
-def _correlation_id(supplied: str | None) -> str:
-    if supplied and _CORRELATION_ID.fullmatch(supplied):
-        return supplied
-    return uuid.uuid4().hex
-
-
 def _install_request_context(app: Quart) -> None:
     @app.before_request
     async def _bind_request() -> None:
-        g.correlation_id = _correlation_id(request.headers.get(CORRELATION_HEADER))
+        g.correlation_id = correlation_id(request.headers.get(CORRELATION_HEADER))
         logs.bind(correlation_id=g.correlation_id)
 
-    @app.before_websocket
-    async def _bind_websocket() -> None:
-        g.correlation_id = _correlation_id(websocket.headers.get(CORRELATION_HEADER))
         logs.bind(correlation_id=g.correlation_id)
 
     @app.after_request

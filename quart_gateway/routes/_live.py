@@ -21,8 +21,8 @@ async def live_stream(
 ) -> AsyncIterator[Subscriber]:
     """Register one live connection: multiplexer, timers, metrics, drain tracking.
 
-    Everything is undone on exit, including when the handler is cancelled because the client
-    went away. Send the farewell inside the block: the stall guard covers it. (The connection
+    Everything is undone on exit, including when the handler is cancelled (a stuck write, a
+    shutdown). Send the farewell inside the block: the stall guard covers it. (The connection
     lease is the handler's: it is taken before the stream exists.)
     """
     user_id = principal.user_id

@@ -1,4 +1,4 @@
-"""/ws: live events over WebSocket, authenticated by `?token=`.
+"""/ws: live events over WebSocket, authenticated by `?token=` (plain ASGI, see asgi.py).
 
 Refusals (bad token, origin not allowed, too many connections, draining) accept the socket and
 then close it with a catalogue code, because browsers cannot see why a handshake was rejected.
@@ -10,87 +10,91 @@ import asyncio
 import logging
 import uuid
 
-from quart import Blueprint, websocket
-from quart_cors import cors_exempt
-
 from quart_gateway import disconnect, logs
 from quart_gateway.auth import Principal
 from quart_gateway.errors import AuthError
+from quart_gateway.routes._asgi import Receive, Send, StreamRequest
 from quart_gateway.routes._live import live_stream
-from quart_gateway.services import Services, services
+from quart_gateway.services import Services
 from quart_gateway.stream import disconnect_frame, frames
+from quart_gateway.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 
-blueprint = Blueprint("ws", __name__)
 
-
-async def _refuse(svc: Services, reason: disconnect.Disconnect) -> None:
-    svc.metrics.rejected.labels(transport="ws", reason=reason.reason).inc()
-    await websocket.accept()
-    await _close(reason)
-
-
-async def _close(reason: disconnect.Disconnect) -> None:
-    await websocket.send(disconnect_frame(reason).text)
-    await websocket.close(reason.code, reason.reason)
-
-
-async def _read_client() -> None:
-    """Read and discard client frames: the server must notice a peer that goes away, and
-    Quart buffers unread frames without bound. Client pings (text or protocol) are fine."""
-    while True:
-        await websocket.receive()
-
-
-@blueprint.websocket("/ws")
-@blueprint.websocket("/ws/")
-@cors_exempt  # the origin is checked below, after accept, so the browser learns why
-async def ws() -> None:
-    svc = services()
+async def serve(svc: Services, request: StreamRequest, receive: Receive, send: Send) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
     settings = svc.settings
-    origin = websocket.headers.get("Origin")
+    origin = request.headers.get("origin")
     if settings.cors_origins and origin and origin.rstrip("/") not in settings.cors_origins:
         logger.info("websocket from an origin not allowed", extra={"origin": origin})
-        return await _refuse(svc, disconnect.ORIGIN_NOT_ALLOWED)
+        return await _refuse(svc, request, send, disconnect.ORIGIN_NOT_ALLOWED)
     try:
-        principal = await svc.verifier.verify(websocket.args.get("token"))
+        principal = await svc.verifier.verify(request.query.get("token"))
     except AuthError as exc:
         logger.info("websocket refused: %s", exc.message)
-        return await _refuse(svc, disconnect.INVALID_TOKEN)
+        return await _refuse(svc, request, send, disconnect.INVALID_TOKEN)
     logs.bind(user_id=principal.user_id)
     if svc.lifecycle.draining:
-        return await _refuse(svc, disconnect.SHUTDOWN)
+        return await _refuse(svc, request, send, disconnect.SHUTDOWN)
     lease = uuid.uuid4().hex
     if not await svc.connection_limiter.acquire(principal.user_id, lease):
         logger.info("websocket refused: too many connections")
-        return await _refuse(svc, disconnect.TOO_MANY_CONNECTIONS)
-
+        return await _refuse(svc, request, send, disconnect.TOO_MANY_CONNECTIONS)
     svc.connection_limiter.hold(principal.user_id, lease)
     try:
-        await websocket.accept()
-        await _serve(svc, principal)
+        await _accept(request, send)
+        await _stream(svc, principal, request, receive, send)
     finally:
         svc.connection_limiter.release(principal.user_id, lease)
 
 
-async def _serve(svc: Services, principal: Principal) -> None:
+async def _stream(
+    svc: Services, principal: Principal, request: StreamRequest, receive: Receive, send: Send
+) -> None:
     async with live_stream(svc, principal, "ws") as sub:
-        reader = asyncio.create_task(_read_client())
+        reader = asyncio.create_task(_read_client(receive, sub))
         try:
             async for batch in frames(
                 sub,
                 transport="ws",
                 heartbeat_interval=svc.settings.heartbeat_interval_seconds,
-                last_event_id=websocket.args.get("last_event_id"),
+                last_event_id=request.query.get("last_event_id"),
                 history=svc.history,
                 metrics=svc.metrics,
             ):
                 for frame in batch:
-                    await websocket.send(frame.text)
+                    await send({"type": "websocket.send", "text": frame.text})
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
-        logger.debug("websocket closing: %s", reason.reason)
-        await _close(reason)
+        if reason is not disconnect.CLIENT_GONE:
+            logger.debug("websocket closing: %s", reason.reason)
+            await _close(send, reason)
+
+
+async def _read_client(receive: Receive, sub: Subscriber) -> None:
+    """Read and discard client frames until the peer goes. Hypercorn bounds what it buffers
+    for us, so a client that floods the socket is slowed down, not kept in memory."""
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+    sub.close(disconnect.CLIENT_GONE)
+
+
+async def _accept(request: StreamRequest, send: Send) -> None:
+    await send({"type": "websocket.accept", "headers": request.response_headers()})
+
+
+async def _refuse(
+    svc: Services, request: StreamRequest, send: Send, reason: disconnect.Disconnect
+) -> None:
+    svc.metrics.rejected.labels(transport="ws", reason=reason.reason).inc()
+    await _accept(request, send)
+    await _close(send, reason)
+
+
+async def _close(send: Send, reason: disconnect.Disconnect) -> None:
+    await send({"type": "websocket.send", "text": disconnect_frame(reason).text})
+    await send({"type": "websocket.close", "code": reason.code, "reason": reason.reason})
