@@ -97,8 +97,6 @@ def _install_request_context(app: Quart) -> None:
         g.correlation_id = correlation_id(request.headers.get(CORRELATION_HEADER))
         logs.bind(correlation_id=g.correlation_id)
 
-        logs.bind(correlation_id=g.correlation_id)
-
     @app.after_request
     async def _echo(response: Any) -> Any:
         correlation_id = getattr(g, "correlation_id", None)

@@ -82,9 +82,9 @@ class ConnectionLimiter:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2.0)
+            await asyncio.wait(self._tasks, timeout=0.5)
         with suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(0.5):
                 await self._flush()  # give back what is still queued
 
     async def acquire(self, user_id: str, member: str) -> bool:
@@ -149,7 +149,8 @@ class ConnectionLimiter:
                 verdicts = [1] * len(batch)  # fail open; given-back leases lapse by themselves
                 if any(op == "take" for op, _, _, _ in batch):
                     self._failed_open("redis")
-                self._metrics.redis_errors.labels(operation="connection_lease").inc()
+                else:
+                    self._metrics.redis_errors.labels(operation="connection_lease").inc()
                 self._settle(batch, verdicts)
                 raise
             self._settle(batch, verdicts)
@@ -173,6 +174,9 @@ class ConnectionLimiter:
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(LEASE_TTL_MS / 3000)
+            # Renewals still queued (Redis has been away) are replaced, not added to: the queue
+            # stays bounded by the leases held, however long an outage lasts.
+            self._queue = [entry for entry in self._queue if entry[0] != "keep"]
             for user_id, members in self._local.items():
                 for member in members:
                     self._queue.append(("keep", user_id, member, None))

@@ -15,8 +15,9 @@ import random
 import uuid
 from typing import Any
 
-from quart import Blueprint
+from quart import Blueprint, request
 from quart_schema import document_response, tag
+from werkzeug.exceptions import MethodNotAllowed
 
 from quart_gateway import disconnect, logs
 from quart_gateway.auth import Principal, bearer_token
@@ -32,6 +33,13 @@ from quart_gateway.wire import sse_comment, sse_retry
 logger = logging.getLogger(__name__)
 
 blueprint = Blueprint("sse", __name__)
+
+
+class StreamsUnavailableError(GatewayError):
+    status_code = 503
+    code = "streams_unavailable"
+    message = "Live streams are served only while the gateway is running"
+
 
 SSE_HEADERS = (
     ("Content-Type", "text/event-stream; charset=utf-8"),
@@ -51,8 +59,11 @@ async def events() -> Any:
     ends the stream with a `disconnect` message.
     """
     # GET /events is answered by the ASGI stream dispatcher before Quart sees it; this view
-    # declares the route for the OpenAPI document and for CORS preflight requests.
-    raise RuntimeError("GET /events is served by quart_gateway.asgi.StreamDispatcher")
+    # declares the route for the OpenAPI document and for CORS preflight requests. It runs
+    # only for HEAD (Quart adds it to GET routes) or an app that is not serving.
+    if request.method == "HEAD":
+        raise MethodNotAllowed(valid_methods=["GET"])
+    raise StreamsUnavailableError()
 
 
 async def serve(svc: Services, request: StreamRequest, receive: Receive, send: Send) -> None:
@@ -80,15 +91,16 @@ async def serve(svc: Services, request: StreamRequest, receive: Receive, send: S
         await _start(send, request, cors)
         # First bytes at once: proxies and Heroku's router wait for them.
         await _body(send, sse_retry(svc.settings.sse_retry_ms) + sse_comment("stream open"))
-        await _end(send, await _stream(svc, principal, last_event_id, receive, send))
+        await _stream(svc, principal, last_event_id, receive, send)
+        await _end(send, b"")
     finally:
         svc.connection_limiter.release(principal.user_id, lease)
 
 
 async def _stream(
     svc: Services, principal: Principal, last_event_id: str | None, receive: Receive, send: Send
-) -> bytes:
-    """Stream until the connection ends; return the farewell to send (empty: client gone)."""
+) -> None:
+    """Stream until the connection ends, then send the farewell (unless the client is gone)."""
     async with live_stream(svc, principal, "sse") as sub:
         watcher = asyncio.create_task(_watch_disconnect(receive, sub))
         try:
@@ -107,12 +119,9 @@ async def _stream(
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
-        if reason is disconnect.CLIENT_GONE:
-            return b""
-        logger.debug("event stream ending: %s", reason.reason)
-        farewell = _farewell(svc, reason)
-        await _body(send, farewell)  # inside the stream's block: the stall guard covers it
-        return b""
+        if reason is not disconnect.CLIENT_GONE:
+            logger.debug("event stream ending: %s", reason.reason)
+            await _body(send, _farewell(svc, reason))  # inside the block: the stall guard covers it
 
 
 async def _watch_disconnect(receive: Receive, sub: Subscriber) -> None:

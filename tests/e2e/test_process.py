@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from quart_gateway.embedded import EmbeddedRedis, default_directory
 from tests.conftest import ProcessFactory
-from tests.support import SseClient, free_port, make_token, wait_until, ws_close_of, ws_next
+from tests.support import SECRET, SseClient, free_port, make_token, wait_until, ws_close_of, ws_next
 
 
 def rss_kib(pid: int) -> int:
@@ -278,3 +278,43 @@ async def test_sigterm_exits_in_time_with_a_client_that_stopped_reading(
     gateway.wait(3 + 3)
     assert time.monotonic() - started < 3 + 2
     stalled.close()
+
+
+async def test_any_asgi_server_can_serve_the_app_factory(
+    tmp_path: Path, http: httpx.AsyncClient, redis_url: str, user_id: str
+) -> None:
+    """`hypercorn 'quart_gateway.app:create_app()'` reads the environment and serves it all."""
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "JWT_SECRET_KEY": SECRET, "REDIS_URL": redis_url}
+    log = (tmp_path / "hypercorn.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "hypercorn", "quart_gateway.app:create_app()"),
+        *("--bind", f"127.0.0.1:{port}"),
+        env=env, stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    try:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(ready, timeout=20)
+        async with http.stream(
+            "GET", f"http://127.0.0.1:{port}/events", params={"token": make_token(user_id)}
+        ) as response:
+            sse = SseClient(response)
+            assert (await sse.next()).data["event"] == "connected"
+            redis = aioredis.Redis.from_url(redis_url)
+            await redis.publish(
+                f"ws:{user_id}", '{"event":"class_created","class_id":"c","class_designation":"x"}'
+            )
+            await redis.aclose()
+            assert (await sse.next_domain()).data["class_id"] == "c"
+        async with connect(f"ws://127.0.0.1:{port}/ws?token={make_token(user_id)}") as conn:
+            assert (await ws_next(conn))["event"] == "connected"
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 15)
+        log.close()

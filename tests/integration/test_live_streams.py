@@ -362,3 +362,16 @@ async def test_websocket_compression_is_declined_unless_enabled(
         assert conn.response is not None
         assert "permessage-deflate" in conn.response.headers["sec-websocket-extensions"]
         assert (await ws_next(conn))["event"] == "connected"
+
+
+async def test_head_events_is_405_and_streams_need_a_running_gateway(
+    make_settings: SettingsFactory, live: LiveGateway, http: httpx.AsyncClient
+) -> None:
+    head = await http.head(f"{live.url}/events")
+    assert head.status_code == 405
+    from quart_gateway.app import create_app
+
+    idle = create_app(make_settings())  # built, not serving: no lifespan, no Redis
+    response = await idle.test_client().get("/events")
+    assert response.status_code == 503
+    assert (await response.get_json())["error"]["code"] == "streams_unavailable"
