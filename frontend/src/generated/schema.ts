@@ -11,7 +11,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Live events as `text/event-stream`; see docs/protocol.md for the messages. */
+        /**
+         * Live events as `text/event-stream`; see docs/protocol.md for the messages.
+         * @description `200` streams `data: <json>` frames (with `id:` when the event has one) until the gateway
+         *     ends the stream with a `disconnect` message.
+         */
         get: operations["get_events"];
         put?: never;
         post?: never;
