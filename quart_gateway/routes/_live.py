@@ -1,25 +1,32 @@
-"""What the WebSocket and SSE handlers share: admission checks and per-stream bookkeeping."""
+"""What the WebSocket and SSE handlers share: per-stream bookkeeping and the frame source."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
 from quart_gateway import disconnect, logs
 from quart_gateway.auth import Principal
+from quart_gateway.routes._asgi import Receive
 from quart_gateway.services import Services
-from quart_gateway.stream import StreamGuard
+from quart_gateway.stream import StreamGuard, frames
 from quart_gateway.subscriber import Subscriber
+from quart_gateway.wire import Frame
 
 Transport = Literal["ws", "sse"]
+
+# The ASGI message that tells a handler its client went away.
+_GONE = {"ws": "websocket.disconnect", "sse": "http.disconnect"}
 
 
 @asynccontextmanager
 async def live_stream(
-    svc: Services, principal: Principal, transport: Transport
+    svc: Services, principal: Principal, transport: Transport, receive: Receive
 ) -> AsyncIterator[Subscriber]:
-    """Register one live connection: multiplexer, timers, metrics, drain tracking.
+    """Register one live connection: multiplexer, timers, metrics, drain tracking, and a
+    reader that closes the subscriber with CLIENT_GONE when the ASGI disconnect arrives.
 
     Everything is undone on exit, including when the handler is cancelled (a stuck write, a
     shutdown). Send the farewell inside the block: the stall guard covers it. (The connection
@@ -35,12 +42,36 @@ async def live_stream(
             guard = StreamGuard(sub, principal)
             if svc.lifecycle.draining:  # SIGTERM arrived while this stream was being set up
                 sub.close(disconnect.SHUTDOWN)
+            reader = asyncio.create_task(_read_until_gone(receive, _GONE[transport], sub))
             try:
                 yield sub
             finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
                 guard.close()
                 reason = sub.close_reason or disconnect.CLIENT_GONE
                 svc.metrics.disconnects.labels(reason=reason.reason).inc()
     finally:
         svc.metrics.connections.labels(transport=transport).dec()
         svc.lifecycle.stream_closed()
+
+
+def stream_frames(
+    svc: Services, sub: Subscriber, transport: Transport, last_event_id: str | None
+) -> AsyncIterator[list[Frame]]:
+    return frames(
+        sub,
+        transport=transport,
+        heartbeat_interval=svc.settings.heartbeat_interval_seconds,
+        last_event_id=last_event_id,
+        history=svc.history,
+        metrics=svc.metrics,
+    )
+
+
+async def _read_until_gone(receive: Receive, gone: str, sub: Subscriber) -> None:
+    """Read (and drop) what the client sends until it goes. Hypercorn bounds what it buffers
+    for us, so a client that floods the socket is slowed down, not kept in memory."""
+    while (await receive())["type"] != gone:
+        pass
+    sub.close(disconnect.CLIENT_GONE)

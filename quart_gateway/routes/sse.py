@@ -9,7 +9,6 @@ jittered `retry:` and an immediate end: never a 5xx, which EventSource treats as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import uuid
@@ -23,11 +22,10 @@ from quart_gateway import disconnect, logs
 from quart_gateway.auth import Principal, bearer_token
 from quart_gateway.errors import AuthError, GatewayError, TooManyConnectionsError
 from quart_gateway.routes._asgi import Receive, Send, StreamRequest, cors_headers, send_json
-from quart_gateway.routes._live import live_stream
+from quart_gateway.routes._live import live_stream, stream_frames
 from quart_gateway.schemas import ErrorResponse
 from quart_gateway.services import Services
-from quart_gateway.stream import disconnect_frame, frames
-from quart_gateway.subscriber import Subscriber
+from quart_gateway.stream import disconnect_frame
 from quart_gateway.wire import sse_comment, sse_retry
 
 logger = logging.getLogger(__name__)
@@ -101,33 +99,13 @@ async def _stream(
     svc: Services, principal: Principal, last_event_id: str | None, receive: Receive, send: Send
 ) -> None:
     """Stream until the connection ends, then send the farewell (unless the client is gone)."""
-    async with live_stream(svc, principal, "sse") as sub:
-        watcher = asyncio.create_task(_watch_disconnect(receive, sub))
-        try:
-            async for batch in frames(
-                sub,
-                transport="sse",
-                heartbeat_interval=svc.settings.heartbeat_interval_seconds,
-                last_event_id=last_event_id,
-                history=svc.history,
-                metrics=svc.metrics,
-            ):
-                await _body(
-                    send, batch[0].sse if len(batch) == 1 else b"".join(f.sse for f in batch)
-                )
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+    async with live_stream(svc, principal, "sse", receive) as sub:
+        async for batch in stream_frames(svc, sub, "sse", last_event_id):
+            await _body(send, batch[0].sse if len(batch) == 1 else b"".join(f.sse for f in batch))
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
         if reason is not disconnect.CLIENT_GONE:
             logger.debug("event stream ending: %s", reason.reason)
             await _body(send, _farewell(svc, reason))  # inside the block: the stall guard covers it
-
-
-async def _watch_disconnect(receive: Receive, sub: Subscriber) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    sub.close(disconnect.CLIENT_GONE)
 
 
 def _farewell(svc: Services, reason: disconnect.Disconnect) -> bytes:

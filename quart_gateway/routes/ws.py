@@ -6,7 +6,6 @@ then close it with a catalogue code, because browsers cannot see why a handshake
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
@@ -14,10 +13,9 @@ from quart_gateway import disconnect, logs
 from quart_gateway.auth import Principal
 from quart_gateway.errors import AuthError
 from quart_gateway.routes._asgi import Receive, Send, StreamRequest
-from quart_gateway.routes._live import live_stream
+from quart_gateway.routes._live import live_stream, stream_frames
 from quart_gateway.services import Services
-from quart_gateway.stream import disconnect_frame, frames
-from quart_gateway.subscriber import Subscriber
+from quart_gateway.stream import disconnect_frame
 
 logger = logging.getLogger(__name__)
 
@@ -53,34 +51,15 @@ async def serve(svc: Services, request: StreamRequest, receive: Receive, send: S
 async def _stream(
     svc: Services, principal: Principal, request: StreamRequest, receive: Receive, send: Send
 ) -> None:
-    async with live_stream(svc, principal, "ws") as sub:
-        reader = asyncio.create_task(_read_client(receive, sub))
-        try:
-            async for batch in frames(
-                sub,
-                transport="ws",
-                heartbeat_interval=svc.settings.heartbeat_interval_seconds,
-                last_event_id=request.query.get("last_event_id"),
-                history=svc.history,
-                metrics=svc.metrics,
-            ):
-                for frame in batch:
-                    await send({"type": "websocket.send", "text": frame.text})
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+    async with live_stream(svc, principal, "ws", receive) as sub:
+        last_event_id = request.query.get("last_event_id")
+        async for batch in stream_frames(svc, sub, "ws", last_event_id):
+            for frame in batch:
+                await send({"type": "websocket.send", "text": frame.text})
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
         if reason is not disconnect.CLIENT_GONE:
             logger.debug("websocket closing: %s", reason.reason)
             await _close(send, reason)
-
-
-async def _read_client(receive: Receive, sub: Subscriber) -> None:
-    """Read and discard client frames until the peer goes. Hypercorn bounds what it buffers
-    for us, so a client that floods the socket is slowed down, not kept in memory."""
-    while (await receive())["type"] != "websocket.disconnect":
-        pass
-    sub.close(disconnect.CLIENT_GONE)
 
 
 async def _accept(request: StreamRequest, send: Send) -> None:
