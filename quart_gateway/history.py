@@ -16,17 +16,29 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from events.channels import HISTORY_FIELD, history_key, parse_stream_id, splice_id
+from quart_gateway.batching import Batcher
 from quart_gateway.wire import Frame, make_frame
 
 logger = logging.getLogger(__name__)
 
 MAX_REPLAY = 10_000
 
-# KEYS[1] = stream; ARGV[1] = last seen id, ARGV[2] = max entries.
-# Returns {0} if the last seen entry is gone (or never existed), else {1, entries after it}.
+BATCH_LIMIT = 50  # resumes per Lua call
+
+# One call reads for many reconnecting clients. ARGV[1] = max entries; for each KEYS[k] (a
+# stream), ARGV[k + 1] = the last id its client saw. Per stream: {0} if that entry is gone (or
+# never existed), else {1, entries after it}.
 _READ = """
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {0} end
-return {1, redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])}
+local out = {}
+for k = 1, #KEYS do
+  local last = ARGV[k + 1]
+  if #redis.call('XRANGE', KEYS[k], last, last) == 0 then
+    out[k] = {0}
+  else
+    out[k] = {1, redis.call('XRANGE', KEYS[k], '(' .. last, '+', 'COUNT', ARGV[1])}
+  end
+end
+return out
 """
 
 
@@ -40,13 +52,12 @@ class Replay:
 class HistoryReader:
     def __init__(self, client: aioredis.Redis) -> None:
         self._script = client.register_script(_READ)
+        self._batcher: Batcher[tuple[str, str], Any] = Batcher(self._read, limit=BATCH_LIMIT)
 
     async def since(self, user_id: str, last_id: str) -> Replay:
         if parse_stream_id(last_id) is None:
             return Replay([], "unknown_id")
-        result: list[Any] = await self._script(
-            keys=[history_key(user_id)], args=[last_id, MAX_REPLAY + 1]
-        )
+        result = await self._batcher.call((history_key(user_id), last_id))
         if not result or int(result[0]) == 0:
             return Replay([], "trimmed")
         entries = result[1]
@@ -56,11 +67,18 @@ class HistoryReader:
         for raw_id, fields in entries:
             event_id = _text(raw_id)
             payload = _field(fields, HISTORY_FIELD)
-            if payload is None:
-                logger.warning("history entry %s has no payload; skipped", event_id)
+            if payload is None or not payload.startswith("{"):
+                logger.warning("history entry %s is not an event; skipped", event_id)
                 continue
             frames.append(make_frame(splice_id(payload, event_id), event_id))
         return Replay(frames)
+
+    async def _read(self, requests: list[tuple[str, str]]) -> list[Any]:
+        result: list[Any] = await self._script(
+            keys=[key for key, _ in requests],
+            args=[MAX_REPLAY + 1, *(last_id for _, last_id in requests)],
+        )
+        return result
 
 
 def _text(value: Any) -> str:

@@ -201,3 +201,26 @@ async def test_reconnecting_under_load_loses_and_duplicates_nothing(
     assert producer is not None
     await producer
     assert seen == published
+
+
+async def test_concurrent_resumes_share_redis_round_trips(
+    live: LiveGateway, publisher: EventPublisher, redis_url: str, user_id: str
+) -> None:
+    users = [f"{user_id}-{i}" for i in range(200)]
+    first_ids = [await publisher.publish(u, numbered(0)) for u in users]
+    for u in users:
+        await publisher.publish(u, numbered(1))
+    raw = aioredis.Redis.from_url(redis_url)
+
+    async def scripts_run() -> int:
+        stats = await raw.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await scripts_run()
+    replays = await asyncio.gather(
+        *(live.services.history.since(u, i) for u, i in zip(users, first_ids, strict=True))
+    )
+    after = await scripts_run()
+    await raw.aclose()
+    assert all(len(r.frames) == 1 and r.gap is None for r in replays)
+    assert after - before <= 200 // 50 + 2  # batches of up to 50, not one call per client
