@@ -209,4 +209,7 @@ async def _heartbeat(mux: Multiplexer, interval: float) -> None:
     tick pings one slot of connections, with one frame encoded for all of them."""
     for tick in itertools.count():
         await asyncio.sleep(interval / HEARTBEAT_SLOTS)
-        mux.broadcast(ping_frame(), slot=tick % HEARTBEAT_SLOTS, slots=HEARTBEAT_SLOTS)
+        try:
+            mux.broadcast(ping_frame(), slot=tick % HEARTBEAT_SLOTS, slots=HEARTBEAT_SLOTS)
+        except Exception:  # a task root: without pings every client would reconnect
+            logger.exception("heartbeat failed; continuing")

@@ -10,6 +10,7 @@ other request, the CORS preflight of `/events` included, goes to Quart as before
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from quart import Quart
@@ -18,6 +19,8 @@ from quart_gateway import logs
 from quart_gateway.routes import sse, ws
 from quart_gateway.routes._asgi import Receive, Scope, Send, StreamRequest
 from quart_gateway.services import EXTENSION_KEY, Services
+
+logger = logging.getLogger(__name__)
 
 WS_PATHS = frozenset({"/ws", "/ws/"})
 SSE_PATH = "/events"
@@ -43,4 +46,9 @@ class StreamDispatcher:
             return await self._inner(scope, receive, send)  # type: ignore[no-any-return]
         request = StreamRequest.from_scope(scope)
         with logs.bound(correlation_id=request.correlation_id):
-            await handler(svc, request, receive, send)
+            try:
+                await handler(svc, request, receive, send)
+            except Exception:
+                # Logged here, with the request's context; Hypercorn then answers a response
+                # that never started with a 500 and closes a started one.
+                logger.exception("live stream handler failed")

@@ -53,7 +53,7 @@ class TokenVerifier:
                 key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
             except jwt.PyJWKClientError as exc:
                 raise AuthError("Token signing key not found") from exc
-            except jwt.InvalidTokenError as exc:
+            except jwt.PyJWTError as exc:
                 raise AuthError("Malformed token") from exc
         return self.verify_with_key(token, key)
 
@@ -75,6 +75,10 @@ class TokenVerifier:
             raise AuthError("Token expired") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(_reason(exc)) from exc
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # A key that does not fit the token's algorithm (e.g. from a mixed JWKS) makes
+            # pyjwt raise outside its InvalidTokenError tree: still the token's fault.
+            raise AuthError("Token signature invalid") from exc
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise AuthError("Token has no subject")

@@ -67,7 +67,8 @@ def tune_sockets(sockets: Sockets, settings: Settings) -> None:
     """
     if not hasattr(socket, "TCP_USER_TIMEOUT"):
         return
-    timeout_ms = int(3 * settings.heartbeat_interval_seconds * 1000)
+    # Never below 10 s: a short heartbeat (tests, demos) must not make slow links fatal.
+    timeout_ms = max(10_000, int(3 * settings.heartbeat_interval_seconds * 1000))
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
@@ -83,8 +84,14 @@ def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
     # Python 3.11's asyncio streams call task.exception() on a connection task that Hypercorn
     # cancelled at shutdown, which raises CancelledError into the loop's handler: one ERROR
     # line per open connection on every clean restart, and nothing to act on.
-    if isinstance(context.get("exception"), asyncio.CancelledError):
-        logger.debug("ignored a cancelled connection task: %s", context.get("message"))
+    exc = context.get("exception")
+    if isinstance(exc, asyncio.CancelledError) or (
+        # A peer dropped by the kernel (TCP_USER_TIMEOUT, reset) surfaces again when Hypercorn
+        # closes the connection: routine for mobile clients, not an error of ours.
+        isinstance(exc, OSError)
+        and str(context.get("message", "")).startswith("Unhandled exception in client_connected")
+    ):
+        logger.debug("ignored: %s (%r)", context.get("message"), exc)
         return
     loop.default_exception_handler(context)
 

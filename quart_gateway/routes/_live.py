@@ -46,9 +46,9 @@ async def live_stream(
             try:
                 yield sub
             finally:
+                guard.close()
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
-                guard.close()
                 reason = sub.close_reason or disconnect.CLIENT_GONE
                 svc.metrics.disconnects.labels(reason=reason.reason).inc()
     finally:

@@ -89,23 +89,27 @@ async def serve(svc: Services, request: StreamRequest, receive: Receive, send: S
         await _start(send, request, cors)
         # First bytes at once: proxies and Heroku's router wait for them.
         await _body(send, sse_retry(svc.settings.sse_retry_ms) + sse_comment("stream open"))
-        await _stream(svc, principal, last_event_id, receive, send)
-        await _end(send, b"")
+        if await _stream(svc, principal, last_event_id, receive, send):
+            await _end(send, b"")
+    except OSError as exc:  # the kernel gave up on the peer (TCP_USER_TIMEOUT, reset)
+        logger.debug("event stream lost its connection: %s", exc)
     finally:
         svc.connection_limiter.release(principal.user_id, lease)
 
 
 async def _stream(
     svc: Services, principal: Principal, last_event_id: str | None, receive: Receive, send: Send
-) -> None:
-    """Stream until the connection ends, then send the farewell (unless the client is gone)."""
+) -> bool:
+    """Stream until the connection ends, then send the farewell. False: the client is gone."""
     async with live_stream(svc, principal, "sse", receive) as sub:
         async for batch in stream_frames(svc, sub, "sse", last_event_id):
             await _body(send, batch[0].sse if len(batch) == 1 else b"".join(f.sse for f in batch))
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
-        if reason is not disconnect.CLIENT_GONE:
-            logger.debug("event stream ending: %s", reason.reason)
-            await _body(send, _farewell(svc, reason))  # inside the block: the stall guard covers it
+        if reason is disconnect.CLIENT_GONE:
+            return False
+        logger.debug("event stream ending: %s", reason.reason)
+        await _body(send, _farewell(svc, reason))  # inside the block: the stall guard covers it
+        return True
 
 
 def _farewell(svc: Services, reason: disconnect.Disconnect) -> bytes:

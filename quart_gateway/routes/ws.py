@@ -44,6 +44,8 @@ async def serve(svc: Services, request: StreamRequest, receive: Receive, send: S
     try:
         await _accept(request, send)
         await _stream(svc, principal, request, receive, send)
+    except OSError as exc:  # the kernel gave up on the peer (TCP_USER_TIMEOUT, reset)
+        logger.debug("websocket lost its connection: %s", exc)
     finally:
         svc.connection_limiter.release(principal.user_id, lease)
 
