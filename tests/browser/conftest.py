@@ -31,18 +31,27 @@ CHROMIUM_ARGS = [
 
 # A single-page app on its own origin that loads the client from the gateway's /static, as a
 # frontend would. It records what the client reports on `window.record` and in the DOM.
+# Query: `gateway` (where the client is loaded from), `url` (where it connects; default
+# `gateway`), `transport`, `token` (what getToken returns) and `refresh` (the name of a
+# function the test exposes on `window` to serve as refreshToken).
 HARNESS_PAGE = """<!doctype html>
 <meta charset="utf-8"><title>gateway client harness</title>
 <p id="state" data-state="none"></p><p id="error"></p><ol id="events"></ol>
 <script type="module">
 const params = new URLSearchParams(location.search);
 const gateway = params.get("gateway");
-const record = (window.record = { ids: [], states: [], connected: 0, resyncs: 0, auth: [] });
+const record = (window.record = {
+  ids: [], states: [], connected: 0, resyncs: 0, auth: [],
+  statuses: [], resumed: [], pings: 0, lastMessageAt: 0, tokenCalls: 0, refreshCalls: 0,
+});
 const { GatewayClient } = await import(gateway + "/static/gateway-client.js");
+const refresh = params.get("refresh");  // the name of a hook exposed by the test
 const client = new GatewayClient({
-  url: gateway,
+  url: params.get("url") || gateway,
   transport: params.get("transport"),
-  getToken: () => params.get("token"),
+  getToken: () => { record.tokenCalls += 1; return params.get("token"); },
+  refreshToken: refresh ? async () => { record.refreshCalls += 1; return await window[refresh](); }
+                        : undefined,
   backoff: { initialMs: 200, maxMs: 600 },
   restartJitterMs: 200,
   onEvent: (event) => {
@@ -51,10 +60,15 @@ const client = new GatewayClient({
     item.textContent = event.event + " " + event.id;
     document.getElementById("events").append(item);
   },
-  onConnected: () => { record.connected += 1; },
+  onMessage: (message) => {
+    record.lastMessageAt = Date.now();
+    if (message.event === "ping") record.pings += 1;
+  },
+  onConnected: (info) => { record.connected += 1; record.resumed.push(info.resumed); },
   onResync: () => { record.resyncs += 1; },
   onStatus: (status) => {
     record.states.push(status.state);
+    record.statuses.push({ ...status, at: Date.now(), lastMessageAt: record.lastMessageAt });
     const state = document.getElementById("state");
     state.dataset.state = status.state;
     state.textContent = status.state;
