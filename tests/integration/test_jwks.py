@@ -40,3 +40,23 @@ async def test_rs256_with_a_jwks_url(upstream: Upstream) -> None:
     )
     with pytest.raises(AuthError):
         await verifier.verify(unknown)
+
+
+async def test_a_key_of_the_wrong_type_is_a_401_not_a_crash(upstream: Upstream) -> None:
+    """A JWKS entry whose key does not fit the token's algorithm: pyjwt raises outside its
+    InvalidTokenError tree; the verifier still answers with an AuthError."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private, _ = rsa_keys()
+    other = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(other.public_key()))
+    upstream.reply("/jwks", Reply(body={"keys": [{**jwk, "kid": "k1", "use": "sig"}]}))
+    settings = Settings(jwt_algorithm="RS256", jwt_jwks_url=f"{upstream.url}/jwks")
+    token = jwt.encode(
+        {"sub": "eve", "exp": int(time.time()) + 60},
+        private,
+        algorithm="RS256",
+        headers={"kid": "k1"},
+    )
+    with pytest.raises(AuthError):
+        await TokenVerifier(settings).verify(token)
