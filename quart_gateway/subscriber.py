@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,7 +52,9 @@ class Subscriber:
         self.max_bytes = max_bytes
         self.close_reason: Disconnect | None = None
         self.delivered = 0
-        self._queue: deque[Frame] = deque()
+        # A list, not a deque: get() hands over everything at once, so frames are only ever
+        # appended, and an empty list costs 56 bytes where a deque costs 600.
+        self._queue: list[Frame] = []
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self.overflow_depth: tuple[int, int] = (0, 0)  # (events, bytes) queued at overflow
@@ -109,8 +110,7 @@ class Subscriber:
             await self._wait()
         if self.close_reason is not None:
             return []
-        frames = list(self._queue)
-        self._queue.clear()
+        frames, self._queue = self._queue, []
         self._bytes = 0
         self.delivered += len(frames)
         return frames

@@ -17,10 +17,14 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+_READ_HEADERS = frozenset({"authorization", "origin", "last-event-id", CORRELATION_HEADER.lower()})
+_READ_PARAMS = frozenset({"token", "last_event_id"})
+
+
 @dataclass(frozen=True, slots=True)
 class StreamRequest:
-    """What the stream handlers read from an ASGI scope: lower-case headers, first query
-    values, the correlation id."""
+    """What the stream handlers read from an ASGI scope: the few lower-case headers and
+    first query values they use, and the correlation id."""
 
     headers: dict[str, str]
     query: dict[str, str]
@@ -28,10 +32,16 @@ class StreamRequest:
 
     @classmethod
     def from_scope(cls, scope: Scope) -> StreamRequest:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # Only what the handlers read: the request lives as long as its stream.
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            if name in _READ_HEADERS:
+                headers[name] = raw_value.decode("latin-1")
         query: dict[str, str] = {}
         for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
-            query.setdefault(key, value)
+            if key in _READ_PARAMS:
+                query.setdefault(key, value)
         supplied = headers.get(CORRELATION_HEADER.lower())
         return cls(headers, query, correlation_id(supplied))
 
