@@ -11,14 +11,22 @@ SETTINGS = Settings(jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux only")
-def test_listening_sockets_drop_silent_peers_after_three_heartbeats() -> None:
-    config = hypercorn_config(SETTINGS)
+@pytest.mark.parametrize(
+    ("heartbeat", "expected_ms"),
+    [
+        (15.0, 45_000),  # silent peers are dropped after three heartbeats
+        (0.5, 10_000),  # a short heartbeat does not make slow links fatal
+    ],
+)
+def test_listening_sockets_drop_silent_peers(heartbeat: float, expected_ms: int) -> None:
+    settings = Settings(jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=heartbeat)
+    config = hypercorn_config(settings)
     config.bind = ["127.0.0.1:0"]
     sockets = config.create_sockets()
     try:
-        tune_sockets(sockets, SETTINGS)
+        tune_sockets(sockets, settings)
         for sock in sockets.insecure_sockets:
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 45_000
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == expected_ms
     finally:
         for sock in sockets.insecure_sockets:
             sock.close()
@@ -34,18 +42,3 @@ def test_hypercorn_settings() -> None:
 def test_the_drain_leaves_time_for_the_rest_of_the_shutdown() -> None:
     assert drain_budget(Settings(jwt_secret_key=Secret("x"), shutdown_grace_seconds=10)) == 7.5
     assert drain_budget(Settings(jwt_secret_key=Secret("x"), shutdown_grace_seconds=1)) == 0.2
-
-
-@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux only")
-def test_a_short_heartbeat_does_not_make_slow_links_fatal() -> None:
-    settings = Settings(jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=0.5, port=0)
-    config = hypercorn_config(settings)
-    config.bind = ["127.0.0.1:0"]
-    sockets = config.create_sockets()
-    try:
-        tune_sockets(sockets, settings)
-        for sock in sockets.insecure_sockets:
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10_000
-    finally:
-        for sock in sockets.insecure_sockets:
-            sock.close()
