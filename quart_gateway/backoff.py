@@ -22,8 +22,3 @@ class Backoff:
     def reset(self) -> None:
         self.attempts = 0
 
-
-def jitter(value: float, spread: float = 0.5, rng: random.Random | None = None) -> float:
-    """`value` scaled by a random factor in [1 - spread, 1 + spread]."""
-    r = rng or random
-    return value * (1 + r.uniform(-spread, spread))
