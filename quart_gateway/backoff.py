@@ -21,4 +21,3 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
-
