@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from quart_gateway.server import main
+from quart_gateway.serving.server import main
 
 if __name__ == "__main__":
     sys.exit(main())

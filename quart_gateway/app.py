@@ -20,24 +20,27 @@ from quart_cors import cors
 from quart_schema import Info, QuartSchema, hide
 from werkzeug.exceptions import HTTPException
 
-from quart_gateway import logs, ws_compression
-from quart_gateway.asgi import StreamDispatcher
-from quart_gateway.auth import TokenVerifier
-from quart_gateway.connection_limit import ConnectionLimiter
-from quart_gateway.correlation import CORRELATION_HEADER, correlation_id
-from quart_gateway.embedded import EmbeddedRedis, default_directory
+from quart_gateway.admission.auth import TokenVerifier
+from quart_gateway.admission.connection_limit import ConnectionLimiter
+from quart_gateway.admission.ratelimit import RateLimiter
+from quart_gateway.dev import routes as dev
 from quart_gateway.errors import GatewayError
-from quart_gateway.history import HistoryReader
-from quart_gateway.lifecycle import Lifecycle
-from quart_gateway.metrics import Metrics
-from quart_gateway.multiplexer import Multiplexer
-from quart_gateway.ratelimit import RateLimiter
-from quart_gateway.redis_clients import command_client, pubsub_connection_factory
-from quart_gateway.routes import dev, health, sse, status
+from quart_gateway.hydrate import routes as status
+from quart_gateway.hydrate.upstream import create_client
+from quart_gateway.live.history import HistoryReader
+from quart_gateway.live.multiplexer import Multiplexer
+from quart_gateway.live.stream import ping_frame
+from quart_gateway.ops import health, logs
+from quart_gateway.ops.correlation import CORRELATION_HEADER, correlation_id
+from quart_gateway.ops.metrics import Metrics
 from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.serving import ws_compression
+from quart_gateway.serving.embedded import EmbeddedRedis, default_directory
+from quart_gateway.serving.lifecycle import Lifecycle
+from quart_gateway.serving.redis_clients import command_client, pubsub_connection_factory
 from quart_gateway.settings import Settings
-from quart_gateway.stream import ping_frame
-from quart_gateway.upstream import create_client
+from quart_gateway.streams import sse
+from quart_gateway.streams.dispatch import StreamDispatcher
 
 logger = logging.getLogger(__name__)
 

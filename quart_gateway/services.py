@@ -8,13 +8,13 @@ import httpx
 import redis.asyncio as aioredis
 from quart import current_app
 
-from quart_gateway.auth import TokenVerifier
-from quart_gateway.connection_limit import ConnectionLimiter
-from quart_gateway.history import HistoryReader
-from quart_gateway.lifecycle import Lifecycle
-from quart_gateway.metrics import Metrics
-from quart_gateway.multiplexer import Multiplexer
-from quart_gateway.ratelimit import RateLimiter
+from quart_gateway.admission.auth import TokenVerifier
+from quart_gateway.admission.connection_limit import ConnectionLimiter
+from quart_gateway.admission.ratelimit import RateLimiter
+from quart_gateway.live.history import HistoryReader
+from quart_gateway.live.multiplexer import Multiplexer
+from quart_gateway.ops.metrics import Metrics
+from quart_gateway.serving.lifecycle import Lifecycle
 from quart_gateway.settings import Settings
 
 EXTENSION_KEY = "gateway"

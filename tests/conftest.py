@@ -24,8 +24,8 @@ from hypercorn.config import Config
 from quart import Quart
 
 from quart_gateway.app import create_app
-from quart_gateway.embedded import EmbeddedRedis, EmbeddedServerError
 from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.serving.embedded import EmbeddedRedis, EmbeddedServerError
 from quart_gateway.settings import Secret, Settings
 from tests.support import SECRET, Upstream, free_port, start_upstream
 

@@ -1,7 +1,7 @@
 /**
  * Browser client for the realtime client gateway: one callback API over EventSource (default)
  * or WebSocket, with resume, backoff and the close-code catalogue of
- * `quart_gateway/disconnect.py` built in. No runtime dependencies.
+ * `quart_gateway/live/disconnect.py` built in. No runtime dependencies.
  *
  *     import { GatewayClient } from "/static/gateway-client.js";
  *     const client = new GatewayClient({
@@ -400,7 +400,7 @@ export class GatewayClient {
     }, ms);
   }
 
-  // --- endings: the close-code catalogue (quart_gateway/disconnect.py) -----------------------
+  // --- endings: the close-code catalogue (quart_gateway/live/disconnect.py) ------------------
 
   private ended(ending: Ending, generation: number): void {
     if (generation !== this.generation || !this.running) return;

@@ -14,7 +14,7 @@ import httpx
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
-from quart_gateway.embedded import EmbeddedRedis, default_directory
+from quart_gateway.serving.embedded import EmbeddedRedis, default_directory
 from tests.conftest import ProcessFactory
 from tests.support import SECRET, SseClient, free_port, make_token, wait_until, ws_close_of, ws_next
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from quart_gateway.embedded import EmbeddedRedis, EmbeddedServerError
+from quart_gateway.serving.embedded import EmbeddedRedis, EmbeddedServerError
 
 
 def test_a_second_server_on_the_same_path_is_refused(tmp_path: object) -> None:

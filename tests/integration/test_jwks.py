@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from quart_gateway.auth import TokenVerifier
+from quart_gateway.admission.auth import TokenVerifier
 from quart_gateway.errors import AuthError
 from quart_gateway.settings import Settings
 from tests.support import Reply, Upstream

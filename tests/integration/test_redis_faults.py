@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
-from quart_gateway.embedded import EmbeddedRedis
+from quart_gateway.serving.embedded import EmbeddedRedis
 from quart_gateway.settings import Secret
 from tests.conftest import SettingsFactory, serving
 from tests.support import TcpProxy, make_token, wait_until, ws_next

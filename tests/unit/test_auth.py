@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.utils import base64url_encode
 
-from quart_gateway.auth import TokenVerifier, bearer_token
+from quart_gateway.admission.auth import TokenVerifier, bearer_token
 from quart_gateway.errors import AuthError
 from quart_gateway.settings import Secret, Settings
 from tests.support import SECRET, make_token

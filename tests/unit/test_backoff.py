@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from quart_gateway.backoff import Backoff
+from quart_gateway.aio.backoff import Backoff
 
 
 def test_backoff_grows_is_capped_and_resets() -> None:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from quart_gateway.batch_status import from_aggregator, from_bos, strip_user_ids
 from quart_gateway.errors import ForbiddenError, OwnershipUnknownError, UpstreamUnavailableError
+from quart_gateway.hydrate.batch_status import from_aggregator, from_bos, strip_user_ids
 
 
 def test_strip_user_ids_at_any_depth() -> None:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from quart_gateway.batching import Batcher
+from quart_gateway.aio.batching import Batcher
 
 
 async def test_concurrent_calls_share_round_trips_and_keep_their_results() -> None:

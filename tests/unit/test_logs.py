@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from quart_gateway import logs
+from quart_gateway.ops import logs
 
 
 @pytest.mark.parametrize(

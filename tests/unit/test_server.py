@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from quart_gateway.server import drain_budget, hypercorn_config, tune_sockets
+from quart_gateway.serving.server import drain_budget, hypercorn_config, tune_sockets
 from quart_gateway.settings import Secret, Settings
 
 SETTINGS = Settings(jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=15.0, port=0)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import asyncio
 
-from quart_gateway import disconnect
-from quart_gateway.subscriber import Subscriber
-from quart_gateway.wire import encode_system
+from quart_gateway.live import disconnect
+from quart_gateway.live.subscriber import Subscriber
+from quart_gateway.live.wire import encode_system
 
 
 def frame(n: int = 0, pad: int = 0) -> object:

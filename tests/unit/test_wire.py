@@ -5,7 +5,7 @@ import json
 import pytest
 
 from events import DOMAIN_EVENT_TYPES
-from quart_gateway import wire
+from quart_gateway.live import wire
 
 
 @pytest.mark.parametrize("event", sorted(DOMAIN_EVENT_TYPES))

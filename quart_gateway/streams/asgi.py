@@ -1,4 +1,4 @@
-"""Plain-ASGI helpers for the stream handlers (see quart_gateway/asgi.py for why)."""
+"""Plain-ASGI helpers for the stream handlers (see quart_gateway/streams/dispatch.py for why)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from quart_gateway.correlation import CORRELATION_HEADER, correlation_id
+from quart_gateway.ops.correlation import CORRELATION_HEADER, correlation_id
 from quart_gateway.services import Services
 
 Scope = dict[str, Any]

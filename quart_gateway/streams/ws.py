@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-from quart_gateway import disconnect, logs
-from quart_gateway.auth import Principal
+from quart_gateway.admission.auth import Principal
 from quart_gateway.errors import AuthError
-from quart_gateway.routes._asgi import Receive, Send, StreamRequest
-from quart_gateway.routes._live import live_stream, stream_frames
+from quart_gateway.live import disconnect
+from quart_gateway.live.stream import disconnect_frame
+from quart_gateway.ops import logs
 from quart_gateway.services import Services
-from quart_gateway.stream import disconnect_frame
+from quart_gateway.streams.asgi import Receive, Send, StreamRequest
+from quart_gateway.streams.session import live_stream, stream_frames
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from quart import Quart
 
-from quart_gateway import logs
-from quart_gateway.routes import sse, ws
-from quart_gateway.routes._asgi import Receive, Scope, Send, StreamRequest
+from quart_gateway.ops import logs
 from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.streams import sse, ws
+from quart_gateway.streams.asgi import Receive, Scope, Send, StreamRequest
 
 logger = logging.getLogger(__name__)
 

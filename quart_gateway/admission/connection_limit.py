@@ -21,8 +21,8 @@ from typing import Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from quart_gateway.concurrency import current_task_cancelling
-from quart_gateway.metrics import Metrics
+from quart_gateway.aio.concurrency import current_task_cancelling
+from quart_gateway.ops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

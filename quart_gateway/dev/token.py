@@ -1,4 +1,4 @@
-"""Mint a JWT for local development: `python -m quart_gateway.devtoken demo-user`.
+"""Mint a JWT for local development: `python -m quart_gateway.dev.token demo-user`.
 
 It signs with JWT_SECRET_KEY from the environment (HS* algorithms only), so it can only mint
 what anyone holding that secret could mint anyway. The gateway serves no endpoint for this.
@@ -18,7 +18,7 @@ from quart_gateway.settings import JWT_HMAC, Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quart_gateway.devtoken")
+    parser = argparse.ArgumentParser(prog="python -m quart_gateway.dev.token")
     parser.add_argument("sub", help="user id (the token's `sub`)")
     parser.add_argument("--ttl", type=int, default=3600, help="seconds until `exp` (3600)")
     args = parser.parse_args(argv)

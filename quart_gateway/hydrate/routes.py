@@ -9,10 +9,10 @@ from typing import Any
 from quart import Blueprint, g, request
 from quart_schema import document_response, security_scheme, tag
 
-from quart_gateway import logs
-from quart_gateway.auth import bearer_token
-from quart_gateway.batch_status import fetch_batch_status
+from quart_gateway.admission.auth import bearer_token
 from quart_gateway.errors import GatewayError, UpstreamError
+from quart_gateway.hydrate.batch_status import fetch_batch_status
+from quart_gateway.ops import logs
 from quart_gateway.schemas import BatchStatusResponse, ErrorResponse
 from quart_gateway.services import services
 

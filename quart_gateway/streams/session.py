@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
-from quart_gateway import disconnect, logs
-from quart_gateway.auth import Principal
-from quart_gateway.routes._asgi import Receive
+from quart_gateway.admission.auth import Principal
+from quart_gateway.live import disconnect
+from quart_gateway.live.stream import StreamGuard, frames
+from quart_gateway.live.subscriber import Subscriber
+from quart_gateway.live.wire import Frame
+from quart_gateway.ops import logs
 from quart_gateway.services import Services
-from quart_gateway.stream import StreamGuard, frames
-from quart_gateway.subscriber import Subscriber
-from quart_gateway.wire import Frame
+from quart_gateway.streams.asgi import Receive
 
 Transport = Literal["ws", "sse"]
 

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from contextlib import suppress
 
-from quart_gateway import disconnect
-from quart_gateway.multiplexer import Multiplexer
+from quart_gateway.live import disconnect
+from quart_gateway.live.multiplexer import Multiplexer
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from quart_gateway.errors import (
     OwnershipUnknownError,
     UpstreamUnavailableError,
 )
+from quart_gateway.hydrate.upstream import get_json
 from quart_gateway.settings import Settings
-from quart_gateway.upstream import get_json
 
 logger = logging.getLogger(__name__)
 

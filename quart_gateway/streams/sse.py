@@ -18,15 +18,16 @@ from quart import Blueprint, request
 from quart_schema import document_response, tag
 from werkzeug.exceptions import MethodNotAllowed
 
-from quart_gateway import disconnect, logs
-from quart_gateway.auth import Principal, bearer_token
+from quart_gateway.admission.auth import Principal, bearer_token
 from quart_gateway.errors import AuthError, GatewayError, TooManyConnectionsError
-from quart_gateway.routes._asgi import Receive, Send, StreamRequest, cors_headers, send_json
-from quart_gateway.routes._live import live_stream, stream_frames
+from quart_gateway.live import disconnect
+from quart_gateway.live.stream import disconnect_frame
+from quart_gateway.live.wire import sse_comment, sse_retry
+from quart_gateway.ops import logs
 from quart_gateway.schemas import ErrorResponse
 from quart_gateway.services import Services
-from quart_gateway.stream import disconnect_frame
-from quart_gateway.wire import sse_comment, sse_retry
+from quart_gateway.streams.asgi import Receive, Send, StreamRequest, cors_headers, send_json
+from quart_gateway.streams.session import live_stream, stream_frames
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from events.channels import HISTORY_FIELD, history_key, parse_stream_id, splice_id
-from quart_gateway.batching import Batcher
-from quart_gateway.wire import Frame, make_frame
+from quart_gateway.aio.batching import Batcher
+from quart_gateway.live.wire import Frame, make_frame
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from quart import Blueprint, Response
 from quart_schema import document_response, hide, tag
 from redis.exceptions import RedisError
 
-from quart_gateway.metrics import CONTENT_TYPE
+from quart_gateway.ops.metrics import CONTENT_TYPE
 from quart_gateway.schemas import HealthResponse, ReadinessResponse
 from quart_gateway.services import services
 

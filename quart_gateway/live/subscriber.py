@@ -13,9 +13,9 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from quart_gateway import disconnect
-from quart_gateway.disconnect import Disconnect
-from quart_gateway.wire import Frame
+from quart_gateway.live import disconnect
+from quart_gateway.live.disconnect import Disconnect
+from quart_gateway.live.wire import Frame
 
 _ids = itertools.count(1)
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from quart_gateway.multiplexer import ConnectionFactory
+from quart_gateway.live.multiplexer import ConnectionFactory
 
 COMMAND_TIMEOUT_SECONDS = 2.0
 COMMAND_CONNECTIONS = 1

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from quart_gateway.errors import RateLimitedError
-from quart_gateway.metrics import Metrics
+from quart_gateway.ops.metrics import Metrics
 from quart_gateway.settings import RateLimit
 
 logger = logging.getLogger(__name__)

@@ -33,13 +33,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from events.channels import user_channel
-from quart_gateway import disconnect
-from quart_gateway.backoff import Backoff
-from quart_gateway.concurrency import current_task_cancelling, first_completed
-from quart_gateway.disconnect import Disconnect
-from quart_gateway.metrics import Metrics
-from quart_gateway.subscriber import Subscriber
-from quart_gateway.wire import DropReason, Frame, decode_message, encode_system
+from quart_gateway.aio.backoff import Backoff
+from quart_gateway.aio.concurrency import current_task_cancelling, first_completed
+from quart_gateway.live import disconnect
+from quart_gateway.live.disconnect import Disconnect
+from quart_gateway.live.subscriber import Subscriber
+from quart_gateway.live.wire import DropReason, Frame, decode_message, encode_system
+from quart_gateway.ops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

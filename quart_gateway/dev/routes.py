@@ -35,9 +35,9 @@ from publishers import (
     FileServicePublisher,
 )
 from quart_gateway.errors import GatewayError
+from quart_gateway.live.stream import now_iso
 from quart_gateway.services import services
 from quart_gateway.settings import JWT_HMAC
-from quart_gateway.stream import now_iso
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ async def demo() -> Response:
 @blueprint.post("/dev/token")
 @hide
 async def dev_token() -> Any:  # a JSON body and a status
-    """Mint a token as `python -m quart_gateway.devtoken` does (TTL: `ttl_seconds`, 900)."""
+    """Mint a token as `python -m quart_gateway.dev.token` does (TTL: `ttl_seconds`, 900)."""
     user_id = await _user_id()
     body = await request.get_json(force=True, silent=True)
     ttl = body.get("ttl_seconds", 900) if isinstance(body, dict) else 900

@@ -21,12 +21,12 @@ from typing import Literal
 from redis.exceptions import RedisError
 
 from events.channels import parse_stream_id
-from quart_gateway import disconnect
-from quart_gateway.auth import Principal
-from quart_gateway.history import HistoryReader
-from quart_gateway.metrics import Metrics
-from quart_gateway.subscriber import Subscriber
-from quart_gateway.wire import Frame, encode_system
+from quart_gateway.admission.auth import Principal
+from quart_gateway.live import disconnect
+from quart_gateway.live.history import HistoryReader
+from quart_gateway.live.subscriber import Subscriber
+from quart_gateway.live.wire import Frame, encode_system
+from quart_gateway.ops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

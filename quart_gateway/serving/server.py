@@ -28,12 +28,12 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
 
-from quart_gateway import logs
+from quart_gateway.aio.backoff import Backoff
 from quart_gateway.app import create_app
-from quart_gateway.backoff import Backoff
-from quart_gateway.embedded import EmbeddedRedis, EmbeddedServerError, default_directory
 from quart_gateway.errors import ConfigError
+from quart_gateway.ops import logs
 from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.serving.embedded import EmbeddedRedis, EmbeddedServerError, default_directory
 from quart_gateway.settings import Secret, Settings
 
 logger = logging.getLogger("quart_gateway")
