@@ -19,6 +19,13 @@ details (owner ids, upstream bodies) go to the logs only.
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The JSON body of every error answer, REST and `/events` alike."""
+    return {"error": {"code": code, "message": message}}
+
 
 class ConfigError(Exception):
     def __init__(self, variable: str, problem: str) -> None:
@@ -38,6 +45,9 @@ class GatewayError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message)
 
 
 class AuthError(GatewayError):
