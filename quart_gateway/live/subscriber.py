@@ -93,11 +93,6 @@ class Subscriber:
             self.active = True
             self._wake()
 
-    @property
-    def waiting(self) -> bool:
-        """True while the connection's pump is parked in `get()`/`wait_active()`."""
-        return self._waiter is not None
-
     async def wait_active(self) -> bool:
         """Wait for `activate()`; False if the connection must end first."""
         while not self.active and self.close_reason is None:
