@@ -33,7 +33,7 @@ from events.catalog import (
     StudentUpdated,
     parse_event,
 )
-from events.channels import history_key, user_channel
+from events.channels import USER_ID_RULE, history_key, user_channel, valid_user_id
 from events.schema import json_schemas
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "EVENT_MODELS",
     "REGISTERED_EVENT_TYPES",
     "SYSTEM_EVENT_TYPES",
+    "USER_ID_RULE",
     "AnyEvent",
     "BatchFileAdded",
     "BatchFileRemoved",
@@ -62,4 +63,5 @@ __all__ = [
     "json_schemas",
     "parse_event",
     "user_channel",
+    "valid_user_id",
 ]

@@ -1,9 +1,43 @@
-"""The only place Redis key and channel names are built, so publishers and gateway can't drift."""
+"""The only place Redis key and channel names are built, so publishers and gateway can't drift.
+
+Also the one definition of what a user id and a stream id are, checked the same way by the
+gateway (a token's `sub`, a client's `Last-Event-ID`) and by the publishers.
+"""
 
 from __future__ import annotations
 
+import re
+
 CHANNEL_PREFIX = "ws:"
 HISTORY_PREFIX = "ws-history:"
+
+USER_ID_MAX_LENGTH = 255
+USER_ID_RULE = (
+    f"a user id is a string of 1 to {USER_ID_MAX_LENGTH} characters, without control "
+    "characters (C0, DEL, C1), line or paragraph separators, or lone surrogates, and "
+    "without leading or trailing whitespace"
+)
+# Cc (U+0000-U+001F, U+007F-U+009F), Zl, Zp, and surrogates (which UTF-8 cannot encode).
+_USER_ID_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def valid_user_id(user_id: object) -> bool:
+    """Whether `user_id` may name a user's channel and history (the gateway's `sub` rule).
+
+    A user id is a `str` of 1 to 255 characters (the OpenID Connect limit for `sub`) that
+    contains no control character (C0, DEL or C1: so no CR, LF or NUL), no line or paragraph
+    separator (U+2028, U+2029) and no lone surrogate (so it is always encodable as UTF-8),
+    and neither starts nor ends with whitespace (so it is not blank). Anything else is
+    allowed: UUIDs, e-mail addresses, numeric ids, letters of any script, inner spaces.
+    Never raises.
+    """
+    return (
+        isinstance(user_id, str)
+        and 0 < len(user_id) <= USER_ID_MAX_LENGTH
+        and not user_id[0].isspace()
+        and not user_id[-1].isspace()
+        and _USER_ID_FORBIDDEN.search(user_id) is None
+    )
 
 
 def user_channel(user_id: str) -> str:
@@ -16,23 +50,32 @@ def history_key(user_id: str) -> str:
     return f"{HISTORY_PREFIX}{user_id}"
 
 
-def user_of_channel(channel: str) -> str | None:
-    """Inverse of `user_channel`; None for a channel that is not a user channel."""
-    if channel.startswith(CHANNEL_PREFIX):
-        return channel[len(CHANNEL_PREFIX) :]
-    return None
-
-
 # Field of each history stream entry that holds the event's JSON text (without its "id").
 HISTORY_FIELD = "e"
 
+# Each part of a stream id is an unsigned 64-bit integer: 20 decimal digits at most.
+STREAM_ID_PART_MAX = 2**64 - 1
+_STREAM_ID_PART_DIGITS = 20
 
-def parse_stream_id(text: str) -> tuple[int, int] | None:
-    """`"<ms>-<seq>"` as a comparable tuple; None for anything that is not a stream id."""
-    ms, sep, seq = text.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit() or len(ms) > 20 or len(seq) > 20:
+
+def parse_stream_id(text: object) -> tuple[int, int] | None:
+    """`"<ms>-<seq>"` as a comparable tuple; None for anything that is not a stream id.
+
+    Each part is 1 to 20 ASCII digits with a value of at most 2**64 - 1, as Redis requires,
+    so every id accepted here is one Redis accepts. Never raises, whatever `text` is.
+    """
+    if not isinstance(text, str) or not text.isascii():
+        # str.isdigit() alone accepts any script's digits (Redis does not) and superscripts
+        # (which int() refuses).
         return None
-    return int(ms), int(seq)
+    ms, _, seq = text.partition("-")  # no "-": seq is "" and is refused
+    for part in (ms, seq):
+        if not 0 < len(part) <= _STREAM_ID_PART_DIGITS or not part.isdigit():
+            return None
+    parsed = int(ms), int(seq)
+    if max(parsed) > STREAM_ID_PART_MAX:
+        return None
+    return parsed
 
 
 def splice_id(event_json: str, event_id: str) -> str:

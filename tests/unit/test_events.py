@@ -4,13 +4,6 @@ import pytest
 from pydantic import ValidationError
 
 import events
-from events.channels import parse_stream_id, splice_id, user_channel, user_of_channel
-
-
-def test_channel_names() -> None:
-    assert user_channel("u-1") == "ws:u-1"
-    assert user_of_channel("ws:u-1") == "u-1"
-    assert user_of_channel("other") is None
 
 
 def test_parse_event_by_discriminator() -> None:
@@ -55,15 +48,3 @@ def test_json_schema_covers_every_type() -> None:
     }
     assert names == set(events.EVENT_MODELS)
     assert schema["discriminator"]["propertyName"] == "event"
-
-
-def test_stream_ids() -> None:
-    assert parse_stream_id("1-2") == (1, 2)
-    assert parse_stream_id("10-0") > parse_stream_id("9-99")  # type: ignore[operator]
-    for bad in ("", "1", "a-b", "1-2-3", "-1-2", "1- 2"):
-        assert parse_stream_id(bad) is None
-
-
-def test_splice_id() -> None:
-    assert splice_id('{"event":"x"}', "1-0") == '{"id":"1-0","event":"x"}'
-    assert splice_id("{}", "1-0") == '{"id":"1-0"}'
