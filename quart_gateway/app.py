@@ -29,7 +29,7 @@ from quart_gateway.hydrate import routes as status
 from quart_gateway.hydrate.upstream import create_client
 from quart_gateway.live.history import HistoryReader
 from quart_gateway.live.multiplexer import Multiplexer
-from quart_gateway.live.stream import ping_frame
+from quart_gateway.live.messages import ping_frame
 from quart_gateway.ops import health, logs
 from quart_gateway.ops.correlation import CORRELATION_HEADER, correlation_id
 from quart_gateway.ops.metrics import Metrics

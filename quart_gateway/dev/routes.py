@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from quart import Blueprint, Response, request
 from quart_schema import hide
 
+from events.catalog import utc_now_iso as now_iso
 from publishers import (
     BatchOrchestratorPublisher,
     EssayLifecyclePublisher,
@@ -35,7 +36,6 @@ from publishers import (
     FileServicePublisher,
 )
 from quart_gateway.errors import GatewayError
-from quart_gateway.live.stream import now_iso
 from quart_gateway.services import services
 from quart_gateway.settings import JWT_HMAC
 

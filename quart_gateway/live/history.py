@@ -5,6 +5,9 @@ length and age. A client that comes back with the id of the last event it saw ge
 after it if that entry is still in the stream: trimming removes the oldest entries first, so
 while the client's last entry is kept, every entry after it is kept too. Otherwise (trimmed,
 expired, or an id this stream never issued) the client gets `resync` and re-hydrates.
+
+Redis stays behind `HistoryReader`: a failed read is a `HistoryUnavailableError`, so the stream
+code (`live.stream.frames`) handles an error of the gateway's own and is tested with a fake.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from events.channels import HISTORY_FIELD, history_key, parse_stream_id, splice_id
 from quart_gateway.aio.batching import Batcher
@@ -42,6 +46,10 @@ return out
 """
 
 
+class HistoryUnavailableError(Exception):
+    """The history could not be read (Redis down, slow or refusing): the client re-hydrates."""
+
+
 @dataclass(frozen=True, slots=True)
 class Replay:
     frames: list[Frame]
@@ -57,7 +65,10 @@ class HistoryReader:
     async def since(self, user_id: str, last_id: str) -> Replay:
         if parse_stream_id(last_id) is None:
             return Replay([], "unknown_id")
-        result = await self._batcher.call((history_key(user_id), last_id))
+        try:
+            result = await self._batcher.call((history_key(user_id), last_id))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise HistoryUnavailableError(type(exc).__name__) from exc
         if not result or int(result[0]) == 0:
             return Replay([], "trimmed")
         entries = result[1]

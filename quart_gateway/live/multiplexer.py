@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -36,9 +36,10 @@ from events.channels import user_channel
 from quart_gateway.aio.backoff import Backoff
 from quart_gateway.aio.concurrency import current_task_cancelling, first_completed
 from quart_gateway.live import disconnect
-from quart_gateway.live.disconnect import Disconnect
+from quart_gateway.live.disconnect import Ending
+from quart_gateway.live.messages import resync_frame
 from quart_gateway.live.subscriber import Subscriber
-from quart_gateway.live.wire import DropReason, Frame, decode_message, encode_system
+from quart_gateway.live.wire import DropReason, Frame, decode_message
 from quart_gateway.ops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Multiplexer:
             self._task = None
         await self._drop_connection()
 
-    def close_all(self, reason: Disconnect) -> None:
+    def close_all(self, reason: Ending) -> None:
         for channel in self._channels.values():
             for sub in channel.subscribers:
                 sub.close(reason)
@@ -250,19 +251,27 @@ class Multiplexer:
             self._last_heard = time.monotonic()
             if not isinstance(response, list) or not response:
                 continue
-            kind = response[0]
-            if kind == b"message":
-                channel = channels.get(response[1].decode())
-                if channel is None:
-                    continue  # unsubscribed meanwhile
-                frame = decode_message(response[2])
-                if isinstance(frame, DropReason):
-                    metrics.dropped.labels(reason=str(frame)).inc()
-                    self._log_drop(frame)
-                    continue
-                self._dispatch(channel, frame)
-            elif kind == b"subscribe":
-                self._acknowledged(response[1].decode())
+            try:
+                self._handle(response, channels, metrics)
+            except Exception:
+                # One message must never take the shared connection down for everyone.
+                metrics.dropped.labels(reason="internal_error").inc()
+                logger.exception("failed to handle a pub/sub message; dropped")
+
+    def _handle(self, response: list[Any], channels: dict[str, _Channel], metrics: Metrics) -> None:
+        kind = response[0]
+        if kind == b"message":
+            channel = channels.get(response[1].decode("utf-8", "replace"))
+            if channel is None:
+                return  # unsubscribed meanwhile
+            frame = decode_message(response[2])
+            if isinstance(frame, DropReason):
+                metrics.dropped.labels(reason=str(frame)).inc()
+                self._log_drop(frame)
+                return
+            self._dispatch(channel, frame)
+        elif kind == b"subscribe":
+            self._acknowledged(response[1].decode("utf-8", "replace"))
 
     def _dispatch(self, channel: _Channel, frame: Frame) -> None:
         delivered = 0
@@ -316,13 +325,7 @@ class Multiplexer:
             sub.activate()
         stale = [sub for sub in channel.subscribers if sub in self._needs_resync]
         if stale:
-            frame = encode_system(
-                {
-                    "event": "resync",
-                    "reason": "redis_reconnected",
-                    "timestamp": datetime.now(UTC).isoformat(),
-                }
-            )
+            frame = resync_frame("redis_reconnected")
             self._metrics.resyncs.labels(reason="redis_reconnected").inc(len(stale))
             for sub in stale:
                 self._needs_resync.discard(sub)

@@ -15,17 +15,15 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Literal
-
-from redis.exceptions import RedisError
+from typing import Literal, Protocol
 
 from events.channels import parse_stream_id
 from quart_gateway.admission.auth import Principal
 from quart_gateway.live import disconnect
-from quart_gateway.live.history import HistoryReader
+from quart_gateway.live.history import HistoryUnavailableError, Replay
+from quart_gateway.live.messages import connected_frame, resync_frame
 from quart_gateway.live.subscriber import Subscriber
-from quart_gateway.live.wire import Frame, encode_system
+from quart_gateway.live.wire import Frame
 from quart_gateway.ops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -34,18 +32,6 @@ logger = logging.getLogger(__name__)
 # If it is not, its client stopped reading and the write is stuck: the handler is cancelled,
 # as only that frees the connection.
 STALL_GRACE_SECONDS = 2.0
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def ping_frame() -> Frame:
-    return encode_system({"event": "ping", "timestamp": now_iso()})
-
-
-def disconnect_frame(reason: disconnect.Disconnect) -> Frame:
-    return encode_system(reason.payload(now_iso()))
 
 
 class StreamGuard:
@@ -82,46 +68,38 @@ class StreamGuard:
         self._sub.on_close = None
 
 
+class HistorySource(Protocol):
+    """Where a resuming connection's missed events come from (`history.HistoryReader` in
+    production). Raises `HistoryUnavailableError` when it cannot be read."""
+
+    async def since(self, user_id: str, last_id: str) -> Replay: ...
+
+
 async def frames(
     sub: Subscriber,
     *,
     transport: Literal["ws", "sse"],
     heartbeat_interval: float,
     last_event_id: str | None,
-    history: HistoryReader,
+    history: HistorySource,
     metrics: Metrics,
 ) -> AsyncIterator[list[Frame]]:
     """The messages of one connection, in order. Returns when the subscriber is closed."""
     if not await sub.wait_active():
         return
-    yield [
-        encode_system(
-            {
-                "event": "connected",
-                "connection_id": sub.conn_id,
-                "transport": transport,
-                "heartbeat_interval": heartbeat_interval,
-                "timestamp": now_iso(),
-            }
-        )
-    ]
+    yield [connected_frame(sub.conn_id, transport, heartbeat_interval)]
     watermark: tuple[int, int] | None = None
     if last_event_id:
-        gap: str | None
+        replay: Replay | None
         try:
             replay = await history.since(sub.user_id, last_event_id)
-            gap = replay.gap
-        except (RedisError, OSError, TimeoutError) as exc:
-            logger.warning("history unavailable for resume: %s", type(exc).__name__)
+        except HistoryUnavailableError as exc:
+            logger.warning("history unavailable for resume: %s", exc)
             metrics.redis_errors.labels(operation="history").inc()
-            replay, gap = None, "history_unavailable"
-        if gap is not None or replay is None:
+            replay = None
+        if replay is None or replay.gap is not None:
             metrics.resyncs.labels(reason="history_unavailable").inc()
-            yield [
-                encode_system(
-                    {"event": "resync", "reason": "history_unavailable", "timestamp": now_iso()}
-                )
-            ]
+            yield [resync_frame("history_unavailable")]
         else:
             watermark = parse_stream_id(last_event_id)
             if replay.frames:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from quart_gateway.live import disconnect
-from quart_gateway.live.disconnect import Disconnect
+from quart_gateway.live.disconnect import Ending
 from quart_gateway.live.wire import Frame
 
 _ids = itertools.count(1)
@@ -50,7 +50,7 @@ class Subscriber:
         self.conn_id = f"{self.seq:x}"
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.close_reason: Disconnect | None = None
+        self.close_reason: Ending | None = None
         self.delivered = 0
         # A list, not a deque: get() hands over everything at once, so frames are only ever
         # appended, and an empty list costs 56 bytes where a deque costs 600.
@@ -77,7 +77,7 @@ class Subscriber:
         self._wake()
         return True
 
-    def close(self, reason: Disconnect) -> None:
+    def close(self, reason: Ending) -> None:
         """Ask the connection to end; the first reason wins. Queued frames are discarded."""
         if self.close_reason is None:
             self.close_reason = reason

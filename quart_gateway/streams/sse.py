@@ -21,7 +21,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from quart_gateway.admission.auth import Principal, bearer_token
 from quart_gateway.errors import AuthError, GatewayError, TooManyConnectionsError
 from quart_gateway.live import disconnect
-from quart_gateway.live.stream import disconnect_frame
+from quart_gateway.live.messages import disconnect_frame
 from quart_gateway.live.wire import sse_comment, sse_retry
 from quart_gateway.ops import logs
 from quart_gateway.schemas import ErrorResponse
@@ -113,7 +113,7 @@ async def _stream(
         return True
 
 
-def _farewell(svc: Services, reason: disconnect.Disconnect) -> bytes:
+def _farewell(svc: Services, reason: disconnect.Ending) -> bytes:
     retry = svc.settings.sse_retry_ms
     if reason is disconnect.SHUTDOWN:
         # Spread the reconnects of every client of this worker over a few seconds.

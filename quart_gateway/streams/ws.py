@@ -12,7 +12,7 @@ import uuid
 from quart_gateway.admission.auth import Principal
 from quart_gateway.errors import AuthError
 from quart_gateway.live import disconnect
-from quart_gateway.live.stream import disconnect_frame
+from quart_gateway.live.messages import disconnect_frame
 from quart_gateway.ops import logs
 from quart_gateway.services import Services
 from quart_gateway.streams.asgi import Receive, Send, StreamRequest
@@ -70,13 +70,13 @@ async def _accept(request: StreamRequest, send: Send) -> None:
 
 
 async def _refuse(
-    svc: Services, request: StreamRequest, send: Send, reason: disconnect.Disconnect
+    svc: Services, request: StreamRequest, send: Send, reason: disconnect.Ending
 ) -> None:
     svc.metrics.rejected.labels(transport="ws", reason=reason.reason).inc()
     await _accept(request, send)
     await _close(send, reason)
 
 
-async def _close(send: Send, reason: disconnect.Disconnect) -> None:
+async def _close(send: Send, reason: disconnect.Ending) -> None:
     await send({"type": "websocket.send", "text": disconnect_frame(reason).text})
     await send({"type": "websocket.close", "code": reason.code, "reason": reason.reason})
