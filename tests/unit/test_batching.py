@@ -59,3 +59,37 @@ async def test_a_caller_that_left_is_skipped() -> None:
     assert await first == "first"
     assert await staying == "staying"
     assert seen == [["first"], ["staying"]]
+
+
+class Refused(Exception):
+    """Stands for an error the server answered about one request (a Redis ResponseError)."""
+
+
+async def _batch_with_one_bad_member(isolate: tuple[type[Exception], ...]) -> list[object]:
+    gate = asyncio.Event()
+
+    async def run(requests: list[str]) -> list[str]:
+        await gate.wait()
+        if "bad" in requests:
+            raise Refused("bad request")
+        return [r.upper() for r in requests]
+
+    batcher: Batcher[str, str] = Batcher(run, limit=10, isolate=isolate)
+    first = asyncio.create_task(batcher.call("first"))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(batcher.call(r)) for r in ("a", "bad", "b")]
+    await asyncio.sleep(0)
+    gate.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+async def test_a_bad_request_does_not_fail_its_neighbours() -> None:
+    first, a, bad, b = await _batch_with_one_bad_member(isolate=(Refused,))
+    assert (first, a, b) == ("FIRST", "A", "B")
+    assert isinstance(bad, Refused)
+
+
+async def test_without_isolation_the_whole_batch_fails() -> None:
+    first, a, bad, b = await _batch_with_one_bad_member(isolate=())
+    assert first == "FIRST"
+    assert all(isinstance(r, Refused) for r in (a, bad, b))
