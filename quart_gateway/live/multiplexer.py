@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -251,27 +250,19 @@ class Multiplexer:
             self._last_heard = time.monotonic()
             if not isinstance(response, list) or not response:
                 continue
-            try:
-                self._handle(response, channels, metrics)
-            except Exception:
-                # One message must never take the shared connection down for everyone.
-                metrics.dropped.labels(reason="internal_error").inc()
-                logger.exception("failed to handle a pub/sub message; dropped")
-
-    def _handle(self, response: list[Any], channels: dict[str, _Channel], metrics: Metrics) -> None:
-        kind = response[0]
-        if kind == b"message":
-            channel = channels.get(response[1].decode("utf-8", "replace"))
-            if channel is None:
-                return  # unsubscribed meanwhile
-            frame = decode_message(response[2])
-            if isinstance(frame, DropReason):
-                metrics.dropped.labels(reason=str(frame)).inc()
-                self._log_drop(frame)
-                return
-            self._dispatch(channel, frame)
-        elif kind == b"subscribe":
-            self._acknowledged(response[1].decode("utf-8", "replace"))
+            kind = response[0]
+            if kind == b"message":
+                channel = channels.get(response[1].decode())
+                if channel is None:
+                    continue  # unsubscribed meanwhile
+                frame = decode_message(response[2])
+                if isinstance(frame, DropReason):
+                    metrics.dropped.labels(reason=str(frame)).inc()
+                    self._log_drop(frame)
+                    continue
+                self._dispatch(channel, frame)
+            elif kind == b"subscribe":
+                self._acknowledged(response[1].decode())
 
     def _dispatch(self, channel: _Channel, frame: Frame) -> None:
         delivered = 0
