@@ -1,7 +1,7 @@
 """Exceptions raised by `publishers`.
 
 PublishError            the event was not published (Redis unreachable, timeout, refused)
-└── InvalidEventError   the event does not match its `events` model (also a ValueError)
+└── InvalidEventError   the event or the user id is invalid, never sent (also a ValueError)
 """
 
 from __future__ import annotations
@@ -12,4 +12,4 @@ class PublishError(Exception):
 
 
 class InvalidEventError(PublishError, ValueError):
-    """The event is not a valid domain event. A bug in the caller: do not retry."""
+    """The event or the user id is invalid. A bug in the caller: do not retry."""

@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
 from redis.exceptions import RedisError
 
 from events import DOMAIN_EVENT_TYPES, Event, parse_event
-from events.channels import HISTORY_FIELD, history_key, user_channel
+from events.channels import HISTORY_FIELD, USER_ID_RULE, history_key, user_channel, valid_user_id
 from publishers._errors import InvalidEventError, PublishError
 
 # KEYS[1] = history stream. ARGV = channel, event JSON (no id), max length, max age in ms.
@@ -30,16 +30,53 @@ return id
 """
 
 
+# What validating and serialising arbitrary caller data can raise. pydantic's ValidationError
+# and PydanticSerializationError, UnicodeError (a surrogate, bytes that are not UTF-8) and
+# json's refusal of NaN are all ValueErrors; RecursionError is nesting too deep to encode.
+_BAD_DATA = (ValueError, TypeError, RecursionError)
+
+
+def require_user_id(user_id: object) -> None:
+    """Raise InvalidEventError unless `user_id` follows `events.channels.valid_user_id`."""
+    if not valid_user_id(user_id):
+        raise InvalidEventError(f"user_id refused: {USER_ID_RULE}")
+
+
+def _data(event: Event | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(event, Event):
+        # Validated again below: model_construct() and model_copy(update=...) skip validation.
+        return event.model_dump(warnings=False)
+    if isinstance(event, Mapping):
+        return dict(event)
+    raise TypeError(f"an event is an `events` model or a mapping, not {type(event).__name__}")
+
+
 def encode(event: Event | Mapping[str, Any]) -> tuple[Event, str]:
-    """Validate a domain event and return it with its compact JSON text (without `id`)."""
+    """Validate a domain event and return it with its compact JSON text (without `id`).
+
+    The text is strict JSON (no NaN or Infinity) and encodable as UTF-8. Raises
+    InvalidEventError, and no other exception, for anything that is not a publishable event.
+    """
     try:
-        model = event if isinstance(event, Event) else parse_event(dict(event))
-    except ValidationError as exc:
-        raise InvalidEventError(str(exc)) from exc
+        model = parse_event(_data(event))
+    except _BAD_DATA as exc:
+        raise InvalidEventError(f"invalid event: {exc}") from exc
     if model.event not in DOMAIN_EVENT_TYPES:
         raise InvalidEventError(f"{model.event!r} is not an event a service may publish")
-    payload = model.model_dump(mode="json", exclude={"id"})
-    return model, json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    try:
+        # Unknown fields are kept and not validated: serialising them is what can fail here.
+        payload = model.model_dump(exclude={"id"}, warnings=False)
+        text = json.dumps(
+            payload,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=to_jsonable_python,  # datetimes, UUIDs, enums, ... as pydantic writes them
+        )
+        text.encode()  # a lone surrogate fails here rather than in redis-py
+    except _BAD_DATA as exc:
+        raise InvalidEventError(f"event cannot be sent as JSON: {exc}") from exc
+    return model, text
 
 
 class EventPublisher:
@@ -79,12 +116,12 @@ class EventPublisher:
         """Publish `event` to `user_id`; return its id (the history stream id).
 
         Zero connected receivers is normal: the event still goes to history for resume.
-        Raises InvalidEventError for an invalid or oversized event and PublishError if Redis
-        fails or does not answer within the timeout. After a timeout the event may still have
-        been published: a retry can then deliver it twice, under two ids.
+        Raises InvalidEventError for a user id that `events.channels.valid_user_id` refuses
+        and for an invalid or oversized event, and PublishError if Redis fails or does not
+        answer within the timeout. After a timeout the event may still have been published:
+        a retry can then deliver it twice, under two ids.
         """
-        if not user_id:
-            raise InvalidEventError("user_id must be a non-empty string")
+        require_user_id(user_id)
         _, text = encode(event)
         size = len(text.encode())
         if size > self._max_event_bytes:
