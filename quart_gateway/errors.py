@@ -19,7 +19,16 @@ details (owner ids, upstream bodies) go to the logs only.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import HTTPException
+
+if TYPE_CHECKING:
+    from quart import Quart
+    from quart.typing import ResponseReturnValue
+
+logger = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -109,3 +118,27 @@ class OwnershipUnknownError(UpstreamError):
     status_code = 502
     code = "ownership_unknown"
     message = "Batch ownership information unavailable"
+
+
+def install_error_handlers(app: Quart) -> None:
+    """Answer every error of a Quart route with `error_body()`: a GatewayError with its own
+    code, an HTTP error (404, 405...) with its name, anything else with a logged 500."""
+
+    @app.errorhandler(GatewayError)
+    async def _gateway_error(error: GatewayError) -> ResponseReturnValue:
+        level = logging.WARNING if error.status_code >= 500 else logging.INFO
+        logger.log(level, "request failed: %s", error.code, extra={"status": error.status_code})
+        return error_body(error.code, error.message), error.status_code, error.headers()
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> ResponseReturnValue:
+        code = (error.name or "error").lower().replace(" ", "_")
+        status = error.code or 500
+        headers = dict(error.get_headers()) if status == 405 else {}
+        headers.pop("Content-Type", None)
+        return error_body(code, error.description or error.name or "Error"), status, headers
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> ResponseReturnValue:
+        logger.exception("unhandled error")
+        return error_body("internal_error", "Internal server error"), 500

