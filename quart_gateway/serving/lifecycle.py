@@ -32,10 +32,6 @@ class Lifecycle:
     def draining(self) -> bool:
         return self._draining.is_set()
 
-    @property
-    def open_streams(self) -> int:
-        return self._open
-
     def stream_opened(self) -> None:
         self._open += 1
         self._idle.clear()
@@ -53,9 +49,6 @@ class Lifecycle:
         logger.info("draining: closing %d open streams", self._open)
         if self._mux is not None:
             self._mux.close_all(disconnect.SHUTDOWN)
-
-    async def wait_draining(self) -> None:
-        await self._draining.wait()
 
     async def wait_drained(self, timeout: float) -> bool:
         """True if every stream ended within `timeout` seconds."""
