@@ -1,4 +1,5 @@
-"""Test support: real servers on loopback (Redis, upstream stand-ins, the gateway) and clients."""
+"""Test support: tokens, upstream stand-ins, stream clients, a fault-injecting TCP proxy and
+publishing. The servers themselves (Redis, the gateway) are in `tests/servers.py`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import jwt
+
+from publishers import EventPublisher, FileServicePublisher
 
 SECRET = "test-secret-key-that-is-long-enough-for-hs256-and-even-hs512-ok!"
 
@@ -165,13 +169,6 @@ class SseClient:
             return events
 
 
-async def open_sse(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
-) -> AsyncIterator[SseClient]:
-    async with client.stream("GET", url, headers=headers or {}) as response:
-        yield SseClient(response)
-
-
 async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -215,36 +212,51 @@ async def ws_close_of(ws: Any, timeout: float = 5.0) -> tuple[int, str, list[dic
 
 
 class TcpProxy:
-    """A loopback TCP proxy in front of a server, to pause (half-open) or cut connections."""
+    """A loopback TCP proxy in front of a server (Redis, or the gateway), to pause, freeze or
+    cut the connections it carries, as a half-open or broken link would."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
+        self.connections = 0  # accepted so far
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
+        self._gates: list[asyncio.Event] = []
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
+        """The proxy as a Redis URL."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def http_url(self) -> str:
+        """The proxy as an HTTP origin."""
+        return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.close()
             return
+        gate = asyncio.Event()  # this connection's own: cleared by freeze()
+        gate.set()
+        self._gates.append(gate)
         self._writers.update((writer, up_writer))
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
-                    await self._flowing.wait()  # paused: deliver nothing, a silent peer
+                    # Paused or frozen: deliver nothing, a silent peer.
+                    await self._flowing.wait()
+                    await gate.wait()
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -255,10 +267,17 @@ class TcpProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     def pause(self) -> None:
+        """Stop forwarding on every connection, present and future, until `resume()`."""
         self._flowing.clear()
 
     def resume(self) -> None:
         self._flowing.set()
+
+    def freeze(self) -> None:
+        """Stop forwarding on the connections open now, for good: they stay open but silent.
+        Connections opened later flow normally."""
+        for gate in self._gates:
+            gate.clear()
 
     def cut(self) -> None:
         """Close every proxied connection abruptly; new ones are still accepted."""
@@ -268,6 +287,32 @@ class TcpProxy:
 
     async def close(self) -> None:
         self.cut()
+        self._flowing.set()
+        for gate in self._gates:
+            gate.set()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+@asynccontextmanager
+async def proxy_to(port: int) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+# --- publishing --------------------------------------------------------------------------------
+
+
+async def publish(redis_url: str, user_id: str, count: int, start: int) -> list[str]:
+    """Publish `count` file-added events one after the other; their ids, in order."""
+    async with EventPublisher.from_url(redis_url) as publisher:
+        files = FileServicePublisher(publisher)
+        return [
+            await files.publish_file_added_event("b-1", f"essay-{n}", f"essay-{n}.docx", user_id)
+            for n in range(start, start + count)
+        ]

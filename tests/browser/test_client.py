@@ -9,19 +9,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
-from publishers import EventPublisher, FileServicePublisher
 from tests.browser.conftest import Harness, recorded
-from tests.conftest import ProcessFactory, SettingsFactory, serving
-from tests.support import make_token, wait_until
-
-
-async def publish(redis_url: str, user_id: str, count: int, start: int) -> list[str]:
-    async with EventPublisher.from_url(redis_url) as publisher:
-        files = FileServicePublisher(publisher)
-        return [
-            await files.publish_file_added_event("b-1", f"essay-{n}", f"essay-{n}.docx", user_id)
-            for n in range(start, start + count)
-        ]
+from tests.servers import ProcessFactory, SettingsFactory, serving
+from tests.support import make_token, publish, wait_until
 
 
 async def ids_on(page: Page) -> list[str]:

@@ -20,20 +20,10 @@ from websockets.asyncio.client import connect
 from events.channels import parse_stream_id
 from publishers import EventPublisher, FileServicePublisher
 from tests.browser.conftest import Harness, recorded
-from tests.conftest import SettingsFactory, serving
-from tests.support import make_token, wait_until, ws_next
+from tests.servers import SettingsFactory, serving
+from tests.support import make_token, proxy_to, publish, wait_until, ws_next
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["sse", "ws"])
-
-
-async def publish(redis_url: str, user_id: str, count: int, start: int) -> list[str]:
-    """Publish `count` events one after the other; their ids, in order."""
-    async with EventPublisher.from_url(redis_url) as publisher:
-        files = FileServicePublisher(publisher)
-        return [
-            await files.publish_file_added_event("b-1", f"essay-{n}", f"essay-{n}.docx", user_id)
-            for n in range(start, start + count)
-        ]
 
 
 async def publish_burst(redis_url: str, user_id: str, count: int) -> list[str]:
@@ -159,75 +149,6 @@ async def test_token_expiry_refreshes_the_token_and_resumes_without_loss_or_dupl
 # --- heartbeat liveness ------------------------------------------------------------------------
 
 
-class FreezableProxy:
-    """A loopback TCP proxy whose existing connections can be frozen: they stay open but
-    forward nothing, like a half-open link. Connections opened later flow normally."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.connections = 0
-        self._server: asyncio.Server | None = None
-        self._gates: list[asyncio.Event] = []
-        self._writers: list[asyncio.StreamWriter] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def freeze(self) -> None:
-        for gate in self._gates:
-            gate.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        gate = asyncio.Event()
-        gate.set()
-        self._gates.append(gate)
-        self._writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    await gate.wait()
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, asyncio.CancelledError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def close(self) -> None:
-        for writer in self._writers:
-            writer.transport.abort()
-        for gate in self._gates:
-            gate.set()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
-@asynccontextmanager
-async def proxy_to(port: int) -> AsyncIterator[FreezableProxy]:
-    proxy = FreezableProxy(port)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.close()
-
-
 HEARTBEAT = 0.3  # seconds; the client allows max(1 s, 2.5 x this) of silence
 LIVENESS_MS = 1_000
 
@@ -246,7 +167,7 @@ async def test_a_silent_link_is_dropped_after_missed_heartbeats_and_the_client_r
     async with serving(settings) as gateway, proxy_to(gateway.port) as proxy:
         token = make_token(user_id)
         await page.goto(
-            harness.url(gateway=gateway.url, url=proxy.url, transport=transport, token=token)
+            harness.url(gateway=gateway.url, url=proxy.http_url, transport=transport, token=token)
         )
         await page.wait_for_selector("#state[data-state=open]")
 

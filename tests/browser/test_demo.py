@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from playwright.async_api import Page
 
-from tests.conftest import ProcessFactory
+from tests.servers import ProcessFactory
 from tests.support import free_port
 
 EVENTS_PER_RUN = 8  # 3 files added, locked, 3 essays updated, phase concluded

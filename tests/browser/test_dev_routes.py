@@ -6,7 +6,7 @@ import jwt
 import pytest
 
 from quart_gateway.openapi import openapi_document
-from tests.conftest import SettingsFactory, running_app
+from tests.servers import SettingsFactory, running_app
 from tests.support import SECRET
 
 DEV_ROUTES = [

@@ -12,7 +12,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from publishers import BatchOrchestratorPublisher, EventPublisher
-from tests.conftest import ProcessFactory
+from tests.servers import ProcessFactory
 from tests.support import Reply, SseClient, Upstream, make_token, ws_next
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from quart_gateway.serving.embedded import EmbeddedRedis, default_directory
-from tests.conftest import ProcessFactory
+from tests.servers import ProcessFactory
 from tests.support import SECRET, SseClient, free_port, make_token, wait_until, ws_close_of, ws_next
 
 

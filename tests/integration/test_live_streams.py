@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from events import DOMAIN_EVENT_TYPES
-from tests.conftest import LiveGateway, SettingsFactory, serving
+from tests.servers import LiveGateway, SettingsFactory, serving
 from tests.support import SseClient, make_token, wait_until, ws_close_of, ws_next
 
 

@@ -30,7 +30,7 @@ from publishers import (
     PublishError,
 )
 from publishers._publisher import encode
-from tests.conftest import LiveGateway
+from tests.servers import LiveGateway
 from tests.support import free_port, make_token, ws_next
 
 

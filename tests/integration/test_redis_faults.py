@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from quart_gateway.serving.embedded import EmbeddedRedis
 from quart_gateway.settings import Secret
-from tests.conftest import SettingsFactory, serving
+from tests.servers import SettingsFactory, serving
 from tests.support import TcpProxy, make_token, wait_until, ws_next
 
 

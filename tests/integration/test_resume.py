@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 import events
 from publishers import EventPublisher
-from tests.conftest import LiveGateway
+from tests.servers import LiveGateway
 from tests.support import SseClient, make_token, ws_next
 
 

@@ -11,7 +11,7 @@ import pytest
 from quart import Quart
 
 from quart_gateway.settings import RateLimit, Secret
-from tests.conftest import SettingsFactory, running_app
+from tests.servers import SettingsFactory, running_app
 from tests.support import Reply, Upstream, make_token
 
 AGG = "/internal/v1/batches/{}/status"

@@ -1,0 +1,168 @@
+"""The servers the tests run: a private redis-server, and the gateway in-process (Quart test
+app, or Hypercorn on a free port) or as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart
+
+from quart_gateway.app import create_app
+from quart_gateway.services import EXTENSION_KEY, Services
+from quart_gateway.serving.embedded import EmbeddedRedis, EmbeddedServerError
+from quart_gateway.settings import Settings
+from tests.support import SECRET, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SettingsFactory = Callable[..., Settings]
+ProcessFactory = Callable[..., Any]
+
+
+def start_redis(port: int | None = None) -> EmbeddedRedis:
+    try:
+        server = EmbeddedRedis(port=port or free_port())
+    except EmbeddedServerError as exc:
+        pytest.exit(f"cannot run the tests: {exc}", returncode=3)
+    server.start()
+    return server
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[Quart]:
+    """The app under `test_app()`, so that its lifespan (and the multiplexer) runs."""
+    app = create_app(settings)
+    async with app.test_app():
+        yield app
+
+
+@dataclass
+class Loopback:
+    """A gateway listening on a loopback port."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def wait_ready(self, timeout: float, failed: Callable[[], str | None]) -> None:
+        """Poll /readyz until it answers 200; `failed()` names a reason to give up early."""
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while True:
+                reason = failed()
+                if reason is not None:
+                    raise RuntimeError(f"gateway failed to start: {reason}")
+                try:
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("gateway did not become ready in time")
+                await asyncio.sleep(0.02)
+
+
+@dataclass
+class LiveGateway(Loopback):
+    app: Quart
+
+    @property
+    def services(self) -> Services:
+        svc = self.app.extensions[EXTENSION_KEY]
+        assert isinstance(svc, Services)
+        return svc
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[LiveGateway]:
+    """The gateway on a free loopback port, served by Hypercorn in this event loop."""
+    app = create_app(settings)
+    port = free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = 1.0
+    config.websocket_ping_interval = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+    gateway = LiveGateway(port, app)
+    try:
+        await gateway.wait_ready(10, lambda: repr(task.exception()) if task.done() else None)
+        yield gateway
+    finally:
+        if EXTENSION_KEY in app.extensions:
+            app.extensions[EXTENSION_KEY].lifecycle.start_draining()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+# --- the gateway as a real process -------------------------------------------------------------
+
+
+@dataclass
+class GatewayProcess(Loopback):
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+
+async def start_process(
+    env: dict[str, str], log_path: Path, port: int | None = None
+) -> GatewayProcess:
+    port = port or free_port()
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PORT": str(port),
+        "JWT_SECRET_KEY": SECRET,
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quart_gateway"],
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    log.close()
+    gateway = GatewayProcess(port, process, log_path)
+
+    def exited() -> str | None:
+        return None if process.poll() is None else gateway.logs()[-2000:]
+
+    try:
+        await gateway.wait_ready(20, exited)
+    except RuntimeError:
+        process.kill()
+        raise RuntimeError(f"{gateway.logs()[-2000:]}") from None
+    return gateway
