@@ -1,4 +1,4 @@
-"""Plain-ASGI helpers for the stream handlers (see quart_gateway/streams/dispatch.py for why)."""
+"""Plain-ASGI helpers for the stream handlers (see dispatch.py for why)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from quart_gateway.admission.auth import bearer_token
 from quart_gateway.ops.correlation import CORRELATION_HEADER, correlation_id
-from quart_gateway.services import Services
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -45,21 +45,14 @@ class StreamRequest:
         supplied = headers.get(CORRELATION_HEADER.lower())
         return cls(headers, query, correlation_id(supplied))
 
+    @property
+    def token(self) -> str | None:
+        """The JWT of `Authorization: Bearer`, else of `?token=` (EventSource sets no headers)."""
+        return bearer_token(self.headers.get("authorization")) or self.query.get("token")
+
     def response_headers(self, *extra: tuple[str, str]) -> list[tuple[bytes, bytes]]:
         pairs = [(CORRELATION_HEADER, self.correlation_id), *extra]
         return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
-
-
-def cors_headers(svc: Services, request: StreamRequest) -> tuple[tuple[str, str], ...]:
-    """The CORS response headers quart-cors would add, for an allowed `Origin`."""
-    origin = request.headers.get("origin", "").rstrip("/")
-    if not origin or origin not in svc.settings.cors_origins:
-        return ()
-    return (
-        ("Access-Control-Allow-Origin", origin),
-        ("Access-Control-Expose-Headers", f"{CORRELATION_HEADER}, Retry-After"),
-        ("Vary", "Origin"),
-    )
 
 
 async def send_json(

@@ -1,19 +1,17 @@
-"""/ws: live events over WebSocket, authenticated by `?token=` (plain ASGI, see asgi.py).
+"""/ws: live events over WebSocket (plain ASGI, see dispatch.py).
 
-Refusals (bad token, origin not allowed, too many connections, draining) accept the socket and
-then close it with a catalogue code, because browsers cannot see why a handshake was rejected.
+Admission (admission/pipeline.py) decides; a refusal accepts the socket and then closes it
+with its catalogue code, because browsers cannot see why a handshake was rejected.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 
 from quart_gateway.admission.auth import Principal
-from quart_gateway.errors import AuthError
+from quart_gateway.admission.pipeline import Attempt, Refused, admit
 from quart_gateway.live import disconnect
 from quart_gateway.live.messages import disconnect_frame
-from quart_gateway.ops import logs
 from quart_gateway.services import Services
 from quart_gateway.streams.asgi import Receive, Send, StreamRequest
 from quart_gateway.streams.session import live_stream, stream_frames
@@ -24,31 +22,16 @@ logger = logging.getLogger(__name__)
 async def serve(svc: Services, request: StreamRequest, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
-    settings = svc.settings
-    origin = request.headers.get("origin")
-    if settings.cors_origins and origin and origin.rstrip("/") not in settings.cors_origins:
-        logger.info("websocket from an origin not allowed", extra={"origin": origin})
-        return await _refuse(svc, request, send, disconnect.ORIGIN_NOT_ALLOWED)
-    try:
-        principal = await svc.verifier.verify(request.query.get("token"))
-    except AuthError as exc:
-        logger.info("websocket refused: %s", exc.message)
-        return await _refuse(svc, request, send, disconnect.INVALID_TOKEN)
-    logs.bind(user_id=principal.user_id)
-    if svc.lifecycle.draining:
-        return await _refuse(svc, request, send, disconnect.SHUTDOWN)
-    lease = uuid.uuid4().hex
-    if not await svc.connection_limiter.acquire(principal.user_id, lease):
-        logger.info("websocket refused: too many connections")
-        return await _refuse(svc, request, send, disconnect.TOO_MANY_CONNECTIONS)
-    svc.connection_limiter.hold(principal.user_id, lease)
-    try:
-        await _accept(request, send)
-        await _stream(svc, principal, request, receive, send)
-    except OSError as exc:  # the kernel gave up on the peer (TCP_USER_TIMEOUT, reset)
-        logger.debug("websocket lost its connection: %s", exc)
-    finally:
-        svc.connection_limiter.release(principal.user_id, lease)
+    attempt = Attempt("ws", request.headers.get("origin"), request.token)
+    async with admit(svc, attempt) as verdict:
+        if isinstance(verdict, Refused):
+            await _accept(request, send)
+            return await _close(send, verdict.ending)
+        try:
+            await _accept(request, send)
+            await _stream(svc, verdict.principal, request, receive, send)
+        except OSError as exc:  # the kernel gave up on the peer (TCP_USER_TIMEOUT, reset)
+            logger.debug("websocket lost its connection: %s", exc)
 
 
 async def _stream(
@@ -67,14 +50,6 @@ async def _stream(
 
 async def _accept(request: StreamRequest, send: Send) -> None:
     await send({"type": "websocket.accept", "headers": request.response_headers()})
-
-
-async def _refuse(
-    svc: Services, request: StreamRequest, send: Send, reason: disconnect.Ending
-) -> None:
-    svc.metrics.rejected.labels(transport="ws", reason=reason.reason).inc()
-    await _accept(request, send)
-    await _close(send, reason)
 
 
 async def _close(send: Send, reason: disconnect.Ending) -> None:

@@ -1,0 +1,95 @@
+"""Admission: whether a new `/ws` or `/events` stream may open, decided once for both.
+
+    origin (/ws) ─> credentials ─> draining ─> connection lease ─> admitted (lease held)
+
+Each step either passes or refuses with an entry of the disconnect catalogue, in this order
+on both transports; each refusal is logged and counted here. A transport only renders the
+verdict: `/ws` accepts and closes with the catalogue code (browsers cannot see why a
+handshake was refused); `/events` answers the refusal's HTTP error, or, when there is none
+(draining), a 200 with a farewell, because EventSource gives up on any non-200.
+
+`admit()` is an async context manager: the connection lease it takes is given back when the
+block exits, however it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from quart_gateway.admission.auth import Principal
+from quart_gateway.errors import AuthError, GatewayError, TooManyConnectionsError
+from quart_gateway.live import disconnect
+from quart_gateway.ops import logs
+from quart_gateway.services import Services
+
+logger = logging.getLogger(__name__)
+
+Transport = Literal["ws", "sse"]
+
+# Retry-After of a 429 too_many_connections on /events: long enough for a tab to close.
+TOO_MANY_RETRY_AFTER_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What admission reads from a request to open a stream."""
+
+    transport: Transport
+    origin: str | None
+    token: str | None  # `Authorization: Bearer` or `?token=`
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    principal: Principal
+    lease: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    ending: disconnect.Ending
+    # The HTTP answer on /events; None: answer 200 and end the stream with `ending`.
+    error: GatewayError | None
+
+
+@asynccontextmanager
+async def admit(svc: Services, attempt: Attempt) -> AsyncIterator[Admitted | Refused]:
+    verdict = await _decide(svc, attempt)
+    if isinstance(verdict, Refused):
+        svc.metrics.rejected.labels(transport=attempt.transport, reason=verdict.ending.reason).inc()
+        yield verdict
+        return
+    limiter = svc.connection_limiter
+    limiter.hold(verdict.principal.user_id, verdict.lease)
+    try:
+        yield verdict
+    finally:
+        limiter.release(verdict.principal.user_id, verdict.lease)
+
+
+async def _decide(svc: Services, attempt: Attempt) -> Admitted | Refused:
+    # On /events the browser enforces CORS itself: the stream just lacks the headers.
+    if attempt.transport == "ws" and not svc.cors.allows(attempt.origin):
+        logger.info("stream from an origin not allowed", extra={"origin": attempt.origin})
+        return Refused(disconnect.ORIGIN_NOT_ALLOWED, None)
+    try:
+        principal = await svc.verifier.verify(attempt.token)
+    except AuthError as exc:
+        logger.info("stream refused: %s", exc.message)
+        return Refused(disconnect.INVALID_TOKEN, exc)
+    logs.bind(user_id=principal.user_id)
+    if svc.lifecycle.draining:
+        return Refused(disconnect.SHUTDOWN, None)
+    lease = uuid.uuid4().hex
+    if not await svc.connection_limiter.acquire(principal.user_id, lease):
+        logger.info("stream refused: too many connections")
+        return Refused(
+            disconnect.TOO_MANY_CONNECTIONS,
+            TooManyConnectionsError(retry_after=TOO_MANY_RETRY_AFTER_SECONDS),
+        )
+    return Admitted(principal, lease)
