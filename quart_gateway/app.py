@@ -12,19 +12,18 @@ from __future__ import annotations
 import os
 
 from quart import Quart, Response
-from quart_cors import cors
 from quart_schema import Info, QuartSchema, hide
 
+from quart_gateway.admission.cors import CorsPolicy
 from quart_gateway.dev import routes as dev
 from quart_gateway.errors import install_error_handlers
 from quart_gateway.hydrate import routes as status
 from quart_gateway.ops import correlation, health, logs
-from quart_gateway.ops.correlation import CORRELATION_HEADER
 from quart_gateway.serving import ws_compression
 from quart_gateway.serving.lifespan import Lifespan
 from quart_gateway.settings import Settings
 from quart_gateway.streams import sse
-from quart_gateway.streams.dispatch import StreamDispatcher
+from quart_gateway.streams.dispatch import StreamingQuart
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -32,7 +31,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         settings = Settings.from_env(os.environ)
         logs.configure(settings.log_level, settings.log_format)
     ws_compression.configure(settings.ws_compression)
-    app = Quart("quart_gateway", static_folder="static")
+    app = StreamingQuart("quart_gateway", static_folder="static")
     # `//x` is a 404, not a redirect built from the request's Host header.
     app.url_map.merge_slashes = False
     _hide_static_route(app)
@@ -53,21 +52,12 @@ def create_app(settings: Settings | None = None) -> Quart:
         app.register_blueprint(module.blueprint)
     if settings.dev_mode:  # /demo and /dev/*: never registered outside dev mode
         app.register_blueprint(dev.blueprint)
-    if settings.cors_origins:
-        cors(
-            app,
-            allow_origin=list(settings.cors_origins),
-            allow_headers=["Authorization", "Last-Event-ID", "Content-Type", CORRELATION_HEADER],
-            allow_methods=["GET", "OPTIONS"],
-            expose_headers=[CORRELATION_HEADER, "Retry-After"],
-            max_age=600,
-        )
+    CorsPolicy.of(settings.cors_origins).install(app)
     correlation.install(app)
     install_error_handlers(app)
     lifespan = Lifespan(app, settings)
     app.before_serving(lifespan.start)
     app.after_serving(lifespan.stop)
-    app.asgi_app = StreamDispatcher(app, app.asgi_app)  # type: ignore[method-assign,assignment]
     return app
 
 

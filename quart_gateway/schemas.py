@@ -37,3 +37,7 @@ class ReadinessResponse(BaseModel):
     redis: bool = Field(description="Redis answers PING")
     listener: bool = Field(description="The pub/sub listener is connected and hearing from Redis")
     draining: bool
+    tasks_down: list[str] = Field(
+        default_factory=list,
+        description="Background tasks that failed and wait to be restarted (not ready while any)",
+    )

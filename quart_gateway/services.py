@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import redis.asyncio as aioredis
@@ -10,7 +10,9 @@ from quart import current_app
 
 from quart_gateway.admission.auth import TokenVerifier
 from quart_gateway.admission.connection_limit import ConnectionLimiter
+from quart_gateway.admission.cors import CorsPolicy
 from quart_gateway.admission.ratelimit import RateLimiter
+from quart_gateway.aio.supervisor import TaskSupervisor
 from quart_gateway.live.history import HistoryReader
 from quart_gateway.live.multiplexer import Multiplexer
 from quart_gateway.ops.metrics import Metrics
@@ -32,6 +34,11 @@ class Services:
     rate_limiter: RateLimiter
     connection_limiter: ConnectionLimiter
     history: HistoryReader
+    tasks: TaskSupervisor
+    cors: CorsPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cors = CorsPolicy.of(self.settings.cors_origins)
 
 
 def services() -> Services:

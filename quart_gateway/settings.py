@@ -102,6 +102,7 @@ class Settings:
     bos_url: str = "http://batch_orchestrator_service:8000"
     handle_missing_batches: Literal["query_bos", "return_404"] = "query_bos"
     upstream_timeout_seconds: float = 5.0
+    upstream_max_body_bytes: int = 1_048_576  # a larger upstream answer is a 503
     internal_api_key: Secret | None = None
     service_id: str = "api-gateway-service"
     # --- limits ---
@@ -166,6 +167,7 @@ class Settings:
                 "HANDLE_MISSING_BATCHES", ("query_bos", "return_404"), "query_bos"
             ),
             upstream_timeout_seconds=env.number("UPSTREAM_TIMEOUT_SECONDS", 5.0, low=0.05),
+            upstream_max_body_bytes=env.integer("UPSTREAM_MAX_BODY_BYTES", 1_048_576, low=1024),
             internal_api_key=env.secret("INTERNAL_API_KEY"),
             service_id=env.text("SERVICE_ID") or "api-gateway-service",
             status_rate_limit=env.rate("STATUS_RATE_LIMIT", "50/minute"),

@@ -12,8 +12,14 @@ from typing import Any
 
 import jwt
 
+from events.channels import valid_user_id
 from quart_gateway.errors import AuthError
 from quart_gateway.settings import JWT_HMAC, Settings
+
+# Real tokens are well under 2 KiB; a larger one is refused before any parsing.
+MAX_TOKEN_CHARS = 8192
+# The largest `exp` accepted: 9999-12-31, far beyond any real token, and safely a float.
+MAX_EXP = 253_402_300_799
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,8 @@ class TokenVerifier:
     async def verify(self, token: str | None) -> Principal:
         if not token:
             raise AuthError("Missing token")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError("Token too large")
         key = self._key
         if self._jwks is not None:
             try:  # PyJWKClient fetches with urllib: keep the event loop free
@@ -75,14 +83,32 @@ class TokenVerifier:
             raise AuthError("Token expired") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(_reason(exc)) from exc
-        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+        except (jwt.PyJWTError, TypeError, ValueError, OverflowError) as exc:
             # A key that does not fit the token's algorithm (e.g. from a mixed JWKS) makes
             # pyjwt raise outside its InvalidTokenError tree: still the token's fault.
             raise AuthError("Token signature invalid") from exc
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip():
-            raise AuthError("Token has no subject")
-        return Principal(user_id=sub, expires_at=float(claims["exp"]))
+        return principal_of(claims)
+
+
+def principal_of(claims: dict[str, Any]) -> Principal:
+    """The user a verified token names. Pure; raises only AuthError.
+
+    `sub` must follow the user-id rule (`events.channels.valid_user_id`): it names a Redis
+    channel, a history stream and log fields, so an id that cannot be encoded or that holds
+    a line break is refused here, once, instead of failing deeper down. `exp` must be a
+    finite number within the range of a timestamp.
+    """
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        raise AuthError("Token has no subject")
+    if not valid_user_id(sub):
+        raise AuthError("Token subject is not a valid user id")
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise AuthError("Token lacks a numeric 'exp' claim")
+    if not 0 <= exp <= MAX_EXP:
+        raise AuthError("Token expiry out of range")
+    return Principal(user_id=sub, expires_at=float(exp))
 
 
 def _reason(exc: jwt.InvalidTokenError) -> str:

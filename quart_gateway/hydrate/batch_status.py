@@ -110,6 +110,7 @@ async def fetch_batch_status(
         client,
         f"{settings.result_aggregator_url}/internal/v1/batches/{path_id}/status",
         timeout=timeout,
+        max_bytes=settings.upstream_max_body_bytes,
         correlation_id=correlation_id,
         service="result_aggregator",
     )
@@ -127,6 +128,7 @@ async def fetch_batch_status(
         client,
         f"{settings.bos_url}/internal/v1/batches/{path_id}/pipeline-state",
         timeout=timeout,
+        max_bytes=settings.upstream_max_body_bytes,
         correlation_id=correlation_id,
         service="batch_orchestrator",
     )

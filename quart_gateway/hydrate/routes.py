@@ -54,11 +54,11 @@ async def get_batch_status(
     does not name its owner. Call it after a stream's `connected` message to hydrate.
     """
     svc = services()
-    logs.bind(batch_id=batch_id)
     principal = await svc.verifier.verify(bearer_token(request.headers.get("Authorization")))
     logs.bind(user_id=principal.user_id)
     if not BATCH_ID.fullmatch(batch_id):
         raise InvalidBatchIdError()
+    logs.bind(batch_id=batch_id)  # only once valid: what a client sends is not logged raw
     await svc.rate_limiter.hit(principal.user_id)
     try:
         result = await fetch_batch_status(

@@ -8,6 +8,7 @@ apply per operation (connect, each read) and a slowly dripping body could outlas
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -34,33 +35,96 @@ def create_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+# Deeper upstream JSON is refused: the answer is copied recursively (strip_user_ids) and
+# serialised again, and real status bodies are a few levels deep.
+MAX_DEPTH = 32
+
+
 async def get_json(
     client: httpx.AsyncClient,
     url: str,
     *,
     timeout: float,
+    max_bytes: int,
     correlation_id: str,
     service: str,
 ) -> tuple[int, Any]:
     """GET `url`; return (status, decoded JSON or None). Raises the gateway's upstream errors.
 
-    Only 200 bodies are decoded; a 200 whose body is not JSON is an upstream failure.
+    Only 200 bodies are read and decoded. A 200 whose body is larger than `max_bytes`, is not
+    strict JSON (NaN and Infinity are not JSON) or is nested deeper than MAX_DEPTH is an
+    upstream failure: the client gets a 503, never a 500 or a body it cannot parse.
     """
+    extra = {"upstream": service}
     try:
         async with asyncio.timeout(timeout):
-            response = await client.get(url, headers={"X-Correlation-ID": correlation_id})
+            async with client.stream(
+                "GET", url, headers={"X-Correlation-ID": correlation_id}
+            ) as response:
+                if response.status_code != 200:
+                    return response.status_code, None
+                body = await _read_capped(response, max_bytes)
     except (TimeoutError, httpx.TimeoutException) as exc:
-        logger.warning("%s timed out after %.2fs", service, timeout, extra={"upstream": service})
+        logger.warning("%s timed out after %.2fs", service, timeout, extra=extra)
         raise UpstreamTimeoutError() from exc
     except httpx.HTTPError as exc:
+        logger.warning("%s unreachable: %s", service, type(exc).__name__, extra=extra)
+        raise UpstreamUnavailableError() from exc
+    if body is None:
+        logger.warning("%s answered more than %d bytes", service, max_bytes, extra=extra)
+        raise UpstreamUnavailableError()
+    try:
+        value = parse_json(body)
+    except ValueError as exc:
         logger.warning(
-            "%s unreachable: %s", service, type(exc).__name__, extra={"upstream": service}
+            "%s answered 200 with a body that is not JSON: %s", service, exc, extra=extra
         )
         raise UpstreamUnavailableError() from exc
-    if response.status_code != 200:
-        return response.status_code, None
+    return 200, value
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed `max_bytes`."""
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return bytes(body)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON of at most MAX_DEPTH levels; ValueError for anything else."""
     try:
-        return 200, response.json()
-    except ValueError as exc:
-        logger.warning("%s answered 200 with a non-JSON body", service, extra={"upstream": service})
-        raise UpstreamUnavailableError() from exc
+        value = json.loads(body, parse_constant=_no_constants)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError("not UTF-8") from exc
+    if not within_depth(value, MAX_DEPTH):
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def within_depth(value: Any, limit: int) -> bool:
+    """Whether lists and objects in `value` nest at most `limit` levels (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True

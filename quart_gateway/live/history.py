@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from events.channels import HISTORY_FIELD, history_key, parse_stream_id, splice_id
 from quart_gateway.aio.batching import Batcher
-from quart_gateway.live.wire import Frame, make_frame
+from quart_gateway.live.wire import DropReason, Frame, decode_message
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ class Replay:
 class HistoryReader:
     def __init__(self, client: aioredis.Redis) -> None:
         self._script = client.register_script(_READ)
-        self._batcher: Batcher[tuple[str, str], Any] = Batcher(self._read, limit=BATCH_LIMIT)
+        self._batcher: Batcher[tuple[str, str], Any] = Batcher(
+            self._read, limit=BATCH_LIMIT, isolate=(ResponseError,)
+        )
 
     async def since(self, user_id: str, last_id: str) -> Replay:
         if parse_stream_id(last_id) is None:
@@ -74,15 +76,7 @@ class HistoryReader:
         entries = result[1]
         if len(entries) > MAX_REPLAY:
             return Replay([], "trimmed")  # too far behind to replay: re-hydrate instead
-        frames = []
-        for raw_id, fields in entries:
-            event_id = _text(raw_id)
-            payload = _field(fields, HISTORY_FIELD)
-            if payload is None or not payload.startswith("{"):
-                logger.warning("history entry %s is not an event; skipped", event_id)
-                continue
-            frames.append(make_frame(splice_id(payload, event_id), event_id))
-        return Replay(frames)
+        return Replay([frame for raw_id, fields in entries if (frame := _replayed(raw_id, fields))])
 
     async def _read(self, requests: list[tuple[str, str]]) -> list[Any]:
         result: list[Any] = await self._script(
@@ -90,6 +84,22 @@ class HistoryReader:
             args=[MAX_REPLAY + 1, *(last_id for _, last_id in requests)],
         )
         return result
+
+
+def _replayed(raw_id: Any, fields: list[Any]) -> Frame | None:
+    """One history entry through the same filter as a live message: anything can write to
+    the stream, not only the publishers, so an entry is forwarded only if a live `PUBLISH`
+    of it would be (a registered domain event, as one compact line)."""
+    event_id = _text(raw_id)
+    payload = _field(fields, HISTORY_FIELD)
+    if payload is None or not payload.startswith("{"):
+        logger.warning("history entry %s is not an event; skipped", event_id)
+        return None
+    frame = decode_message(splice_id(payload, event_id))
+    if isinstance(frame, DropReason):
+        logger.warning("history entry %s dropped: %s", event_id, frame)
+        return None
+    return frame
 
 
 def _text(value: Any) -> str:

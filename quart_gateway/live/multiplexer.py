@@ -27,11 +27,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from events.channels import user_channel
+from events.channels import user_channel, valid_user_id
 from quart_gateway.aio.backoff import Backoff
 from quart_gateway.aio.concurrency import current_task_cancelling, first_completed
 from quart_gateway.live import disconnect
@@ -139,6 +140,9 @@ class Multiplexer:
         Frames are queued from the moment of registration; `Subscriber.wait_active()` tells
         when the Redis subscription behind them is confirmed.
         """
+        if not valid_user_id(user_id):
+            # Admission refuses these; here it guards the one SUBSCRIBE every channel shares.
+            raise ValueError("not a valid user id")
         sub = Subscriber(user_id, max_events=self._max_events, max_bytes=self._max_bytes)
         name = user_channel(user_id)
         channel = self._channels.get(name)
@@ -250,19 +254,27 @@ class Multiplexer:
             self._last_heard = time.monotonic()
             if not isinstance(response, list) or not response:
                 continue
-            kind = response[0]
-            if kind == b"message":
-                channel = channels.get(response[1].decode())
-                if channel is None:
-                    continue  # unsubscribed meanwhile
-                frame = decode_message(response[2])
-                if isinstance(frame, DropReason):
-                    metrics.dropped.labels(reason=str(frame)).inc()
-                    self._log_drop(frame)
-                    continue
-                self._dispatch(channel, frame)
-            elif kind == b"subscribe":
-                self._acknowledged(response[1].decode())
+            try:
+                self._handle(response, channels, metrics)
+            except Exception:
+                # One message must never take the shared connection down for everyone.
+                metrics.dropped.labels(reason="internal_error").inc()
+                logger.exception("failed to handle a pub/sub message; dropped")
+
+    def _handle(self, response: list[Any], channels: dict[str, _Channel], metrics: Metrics) -> None:
+        kind = response[0]
+        if kind == b"message":
+            channel = channels.get(response[1].decode("utf-8", "replace"))
+            if channel is None:
+                return  # unsubscribed meanwhile
+            frame = decode_message(response[2])
+            if isinstance(frame, DropReason):
+                metrics.dropped.labels(reason=str(frame)).inc()
+                self._log_drop(frame)
+                return
+            self._dispatch(channel, frame)
+        elif kind == b"subscribe":
+            self._acknowledged(response[1].decode("utf-8", "replace"))
 
     def _dispatch(self, channel: _Channel, frame: Frame) -> None:
         delivered = 0

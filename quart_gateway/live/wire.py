@@ -32,6 +32,13 @@ NOT_JSON = DropReason("not_json")
 NOT_OBJECT = DropReason("not_object")
 UNKNOWN_EVENT = DropReason("unknown_event")
 NOT_UTF8 = DropReason("not_utf8")
+TOO_LARGE = DropReason("too_large")
+TOO_DEEP = DropReason("too_deep")
+UNENCODABLE = DropReason("unencodable")
+
+# A published message larger than this is dropped: events are notifications (the publishers
+# refuse more than 64 KiB), and one message must not take a connection's whole queue budget.
+MAX_MESSAGE_BYTES = 262_144
 
 
 def sse_frame(data: str, event_id: str | None = None) -> bytes:
@@ -61,12 +68,15 @@ def encode_system(payload: dict[str, Any]) -> Frame:
 
 
 def decode_message(data: bytes | str) -> Frame | DropReason:
-    """Filter and encode one published message.
+    """Filter and encode one published message. Never raises: what cannot be forwarded is
+    a DropReason, whatever the bytes.
 
     Forward only a JSON object whose `event` is a registered domain type, as published.
     Legacy `{"event": ..., "data": {...}}` payloads pass: only the type is checked here; field
     validation is the publishers' job, so an older gateway forwards a newer event's fields.
     """
+    if len(data) > MAX_MESSAGE_BYTES:
+        return TOO_LARGE
     if isinstance(data, bytes):
         try:
             text = data.decode()
@@ -75,7 +85,9 @@ def decode_message(data: bytes | str) -> Frame | DropReason:
     else:
         text = data
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        return TOO_DEEP
     except ValueError:
         return NOT_JSON
     if not isinstance(obj, dict):
@@ -83,7 +95,24 @@ def decode_message(data: bytes | str) -> Frame | DropReason:
     event = obj.get("event")
     if not isinstance(event, str) or event not in REGISTERED_EVENT_TYPES:
         return UNKNOWN_EVENT
-    if "\n" in text or "\r" in text or text != text.strip():
-        # Pretty-printed JSON would break SSE framing: re-encode compactly (same object).
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    if "\n" in text or "\r" in text or text != text.strip() or not _encodable(text):
+        # Pretty-printed JSON would break SSE framing: re-encode compactly (same object), with
+        # \u escapes, so that a lone surrogate stays an escape instead of failing to encode.
+        try:
+            text = json.dumps(obj, separators=(",", ":"))
+        except RecursionError:
+            return TOO_DEEP
     return make_frame(text, obj.get("id"))
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity: Python's json takes them, JSON.parse in a browser does not.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -29,7 +29,8 @@ async def healthz() -> Any:  # a pydantic model and a status; quart-schema seria
 @document_response(ReadinessResponse, 200)
 @document_response(ReadinessResponse, 503)
 async def readyz() -> Any:  # a pydantic model and a status; quart-schema serialises it
-    """Readiness: Redis answers and the pub/sub listener is healthy, and not draining."""
+    """Readiness: Redis answers, the pub/sub listener is healthy, every background task runs,
+    and the worker is not draining."""
     svc = services()
     try:
         async with asyncio.timeout(1.0):
@@ -38,12 +39,14 @@ async def readyz() -> Any:  # a pydantic model and a status; quart-schema serial
         redis_ok = False
     listener_ok = svc.mux.statistics().healthy
     draining = svc.lifecycle.draining
-    ready = redis_ok and listener_ok and not draining
+    tasks_down = list(svc.tasks.statistics().down)
+    ready = redis_ok and listener_ok and not draining and not tasks_down
     body = ReadinessResponse(
         status="ready" if ready else "not_ready",
         redis=redis_ok,
         listener=listener_ok,
         draining=draining,
+        tasks_down=tasks_down,
     )
     return body, 200 if ready else 503
 

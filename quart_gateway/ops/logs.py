@@ -27,6 +27,22 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+# Control characters (line breaks above all) in a value would let a client forge log lines.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def clean(value: object) -> str:
+    """A value as one safe line: secrets redacted, control characters escaped, and text
+    that cannot be encoded (lone surrogates) replaced."""
+    text = redact(str(value))
+    text = _CONTROL.sub(_escape_control, text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def redact(text: str) -> str:
     """Remove token/ticket query values and anything shaped like a JWT or bearer credential."""
     text = _SECRET_QUERY.sub(r"\1[redacted]", text)
@@ -75,27 +91,35 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": clean(record.getMessage()),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value if isinstance(value, int | float | bool) else str(value)
+        for key, value in _extras(record):
+            entry[key] = value if isinstance(value, int | float | bool) else clean(value)
         if record.exc_info:
             entry["exc_info"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
+def _extras(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
+    for key, value in record.__dict__.items():
+        if key not in _STANDARD_ATTRS and not key.startswith("_"):
+            yield key, value
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record (a traceback follows on lines of its own)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
-        extras = {
-            k: v
-            for k, v in record.__dict__.items()
-            if k not in _STANDARD_ATTRS and not k.startswith("_")
-        }
+        line = (
+            f"{self.formatTime(record)} {record.levelname} {record.name}: "
+            f"{clean(record.getMessage())}"
+        )
+        extras = " ".join(f"{key}={clean(value)}" for key, value in _extras(record))
         if extras:
-            base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
-        return redact(base)
+            line += " " + extras
+        if record.exc_info:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        return line
 
 
 def configure(level: str = "INFO", fmt: str = "json") -> None:
@@ -105,7 +129,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -52,6 +52,12 @@ class Metrics:
             "Connections closed because their queue overflowed",
             registry=r,
         )
+        self.task_failures = Counter(
+            "gateway_task_failures",
+            "Exceptions caught in a per-worker background task, by task",
+            ["task"],
+            registry=r,
+        )
         self.redis_reconnects = Counter(
             "gateway_redis_reconnects",
             "Pub/sub listener connection failures, each followed by a reconnection attempt",

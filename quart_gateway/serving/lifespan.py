@@ -1,8 +1,8 @@
 """One worker's lifespan: what starts before the app serves, and stops after, in that order.
 
     start: embedded server (only without REDIS_URL) ─> Redis clients, multiplexer,
-           connection limiter ─> heartbeat task ─> Services published in app.extensions
-    stop:  Services withdrawn ─> heartbeat ─> draining ─> multiplexer ─> connection limiter
+           connection limiter loops and heartbeat (supervised) ─> Services published
+    stop:  Services withdrawn ─> supervised loops ─> draining ─> multiplexer ─> connection limiter
            ─> HTTP client ─> Redis client ─> embedded server
 
 `python -m quart_gateway` starts the embedded server before its workers and hands them
@@ -11,9 +11,7 @@ REDIS_URL, so a worker starts one only when another ASGI server serves `create_a
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from contextlib import suppress
 from dataclasses import dataclass
 
 from quart import Quart
@@ -21,6 +19,7 @@ from quart import Quart
 from quart_gateway.admission.auth import TokenVerifier
 from quart_gateway.admission.connection_limit import ConnectionLimiter
 from quart_gateway.admission.ratelimit import RateLimiter
+from quart_gateway.aio.supervisor import TaskSupervisor
 from quart_gateway.hydrate.upstream import create_client
 from quart_gateway.live.heartbeat import run_heartbeat
 from quart_gateway.live.history import HistoryReader
@@ -40,7 +39,6 @@ class Running:
     """Everything a serving worker started."""
 
     services: Services
-    heartbeat: asyncio.Task[None]
     embedded: EmbeddedRedis | None
 
 
@@ -62,6 +60,7 @@ class Lifespan:
             embedded = start_embedded(settings)
             url = embedded.url
         metrics = Metrics()
+        tasks = TaskSupervisor(on_failure=lambda name: metrics.task_failures.labels(name).inc())
         redis = command_client(url, verify_tls=settings.redis_ssl_verify)
         mux = Multiplexer(
             pubsub_connection_factory(url, verify_tls=settings.redis_ssl_verify),
@@ -85,13 +84,13 @@ class Lifespan:
             rate_limiter=RateLimiter(redis, settings.status_rate_limit, metrics, scope="status"),
             connection_limiter=connection_limiter,
             history=HistoryReader(redis),
+            tasks=tasks,
         )
         await mux.start()
-        await connection_limiter.start()
-        heartbeat = asyncio.create_task(
-            run_heartbeat(mux, settings.heartbeat_interval_seconds), name="heartbeat"
-        )
-        self._running = Running(services=svc, heartbeat=heartbeat, embedded=embedded)
+        connection_limiter.start(tasks)
+        interval = settings.heartbeat_interval_seconds
+        tasks.start("heartbeat", lambda: run_heartbeat(mux, interval))
+        self._running = Running(services=svc, embedded=embedded)
         self._app.extensions[EXTENSION_KEY] = svc
 
     async def stop(self) -> None:
@@ -99,10 +98,8 @@ class Lifespan:
         self._app.extensions.pop(EXTENSION_KEY, None)
         if running is None:
             return
-        running.heartbeat.cancel()
-        with suppress(asyncio.CancelledError):
-            await running.heartbeat
         svc = running.services
+        await svc.tasks.stop()  # heartbeat and lease loops; queued give-backs still go below
         svc.lifecycle.start_draining()
         await svc.mux.stop()
         await svc.connection_limiter.stop()

@@ -1,6 +1,6 @@
 """/events: live events over Server-Sent Events, for where proxies block WebSockets.
 
-`GET /events` is served as plain ASGI (see asgi.py). Auth is `Authorization: Bearer` or
+`GET /events` is served as plain ASGI (see dispatch.py). Auth is `Authorization: Bearer` or
 `?token=` (EventSource cannot set headers); a bad token is a 401 before any streaming. Once
 streaming, every ending is a `disconnect` event and a clean end of the body; EventSource
 reconnects after `retry:` with `Last-Event-ID`. While draining, new requests get 200, a
@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import logging
 import random
-import uuid
 from typing import Any
 
 from quart import Blueprint, request
 from quart_schema import document_response, tag
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from quart_gateway.admission.auth import Principal, bearer_token
-from quart_gateway.errors import AuthError, GatewayError, TooManyConnectionsError
+from quart_gateway.admission.auth import Principal
+from quart_gateway.admission.pipeline import Attempt, Refused, admit
+from quart_gateway.errors import GatewayError
 from quart_gateway.live import disconnect
 from quart_gateway.live.messages import disconnect_frame
 from quart_gateway.live.wire import sse_comment, sse_retry
-from quart_gateway.ops import logs
 from quart_gateway.schemas import ErrorResponse
 from quart_gateway.services import Services
-from quart_gateway.streams.asgi import Receive, Send, StreamRequest, cors_headers, send_json
+from quart_gateway.streams.asgi import Receive, Send, StreamRequest, send_json
 from quart_gateway.streams.session import live_stream, stream_frames
 
 logger = logging.getLogger(__name__)
@@ -62,40 +61,29 @@ async def events() -> Any:
     # only for HEAD (Quart adds it to GET routes) or an app that is not serving.
     if request.method == "HEAD":
         raise MethodNotAllowed(valid_methods=["GET"])
+    if request.scope["path"] != "/events":  # `//events`: Werkzeug ignores leading slashes
+        raise NotFound()
     raise StreamsUnavailableError()
 
 
 async def serve(svc: Services, request: StreamRequest, receive: Receive, send: Send) -> None:
-    cors = cors_headers(svc, request)
-    token = bearer_token(request.headers.get("authorization")) or request.query.get("token")
-    try:
-        principal = await svc.verifier.verify(token)
-    except AuthError as exc:
-        svc.metrics.rejected.labels(transport="sse", reason="invalid_token").inc()
-        logger.info("event stream refused: %s", exc.message)
-        return await _error(send, request, cors, exc)
-    logs.bind(user_id=principal.user_id)
-    if svc.lifecycle.draining:
-        svc.metrics.rejected.labels(transport="sse", reason="server_restart").inc()
-        await _start(send, request, cors)
-        return await _end(send, _farewell(svc, disconnect.SHUTDOWN))
-    lease = uuid.uuid4().hex
-    if not await svc.connection_limiter.acquire(principal.user_id, lease):
-        svc.metrics.rejected.labels(transport="sse", reason="too_many_connections").inc()
-        logger.info("event stream refused: too many connections")
-        return await _error(send, request, cors, TooManyConnectionsError(retry_after=30))
-    last_event_id = request.headers.get("last-event-id") or request.query.get("last_event_id")
-    svc.connection_limiter.hold(principal.user_id, lease)
-    try:
-        await _start(send, request, cors)
-        # First bytes at once: proxies and Heroku's router wait for them.
-        await _body(send, sse_retry(svc.settings.sse_retry_ms) + sse_comment("stream open"))
-        if await _stream(svc, principal, last_event_id, receive, send):
-            await _end(send, b"")
-    except OSError as exc:  # the kernel gave up on the peer (TCP_USER_TIMEOUT, reset)
-        logger.debug("event stream lost its connection: %s", exc)
-    finally:
-        svc.connection_limiter.release(principal.user_id, lease)
+    cors = svc.cors.stream_headers(request.headers.get("origin"))
+    attempt = Attempt("sse", request.headers.get("origin"), request.token)
+    async with admit(svc, attempt) as verdict:
+        if isinstance(verdict, Refused):
+            if verdict.error is not None:
+                return await _error(send, request, cors, verdict.error)
+            await _start(send, request, cors)
+            return await _end(send, _farewell(svc, verdict.ending))
+        last_event_id = request.headers.get("last-event-id") or request.query.get("last_event_id")
+        try:
+            await _start(send, request, cors)
+            # First bytes at once: proxies and Heroku's router wait for them.
+            await _body(send, sse_retry(svc.settings.sse_retry_ms) + sse_comment("stream open"))
+            if await _stream(svc, verdict.principal, last_event_id, receive, send):
+                await _end(send, b"")
+        except OSError as exc:  # the kernel gave up on the peer (TCP_USER_TIMEOUT, reset)
+            logger.debug("event stream lost its connection: %s", exc)
 
 
 async def _stream(
@@ -138,5 +126,4 @@ async def _error(
     send: Send, request: StreamRequest, cors: tuple[tuple[str, str], ...], error: GatewayError
 ) -> None:
     headers = request.response_headers(*error.headers().items(), *cors)
-    body = {"error": {"code": error.code, "message": error.message}}
-    await send_json(send, error.status_code, body, headers)
+    await send_json(send, error.status_code, error.body(), headers)

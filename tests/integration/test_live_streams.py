@@ -341,7 +341,13 @@ async def test_metrics_and_readiness(
     ):
         assert name in text
     ready = (await http.get(f"{live.url}/readyz")).json()
-    assert ready == {"status": "ready", "redis": True, "listener": True, "draining": False}
+    assert ready == {
+        "status": "ready",
+        "redis": True,
+        "listener": True,
+        "draining": False,
+        "tasks_down": [],
+    }
 
 
 async def test_websocket_compression_is_declined_unless_enabled(
