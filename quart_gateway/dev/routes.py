@@ -18,7 +18,7 @@ from quart import Blueprint, Response, current_app, request
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
-from quart_gateway.dev import simulator, token, upstream
+from quart_gateway.dev import simulator, upstream
 from quart_gateway.errors import GatewayError
 from quart_gateway.services import services
 
@@ -57,7 +57,11 @@ async def dev_token() -> ResponseReturnValue:
     ttl = body.get("ttl_seconds", 900) if isinstance(body, dict) else 900
     if not isinstance(ttl, int) or not 10 <= ttl <= 86_400:
         raise DevRequestError()
-    minted = token.mint(services().settings, user_id, ttl)
+    # Imported here: `python -m quart_gateway.dev.token` runs that module as __main__, and
+    # runpy warns when the package import (app -> this module) has imported it already.
+    from quart_gateway.dev.token import mint
+
+    minted = mint(services().settings, user_id, ttl)
     return {"token": minted.token, "expires_at": minted.expires_at}, 200
 
 
