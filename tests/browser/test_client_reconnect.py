@@ -126,6 +126,7 @@ async def test_token_expiry_refreshes_the_token_and_resumes_without_loss_or_dupl
         await wait_for_ids(page, 4, timeout=5)
         after = await publish(redis_url, user_id, 1, 20)
         await wait_for_ids(page, 5, timeout=5)
+        await page.evaluate("window.client.stop()")  # no server_restart reconnect on exit
 
     record = await recorded(page)
     assert len(meanwhile) == 2
@@ -190,6 +191,7 @@ async def test_a_silent_link_is_dropped_after_missed_heartbeats_and_the_client_r
         await wait_for_ids(page, 4, timeout=5)
         after = await publish(redis_url, user_id, 1, 20)
         await wait_for_ids(page, 5, timeout=5)
+        await page.evaluate("window.client.stop()")  # no server_restart reconnect on exit
 
     record = await recorded(page)
     assert record["ids"] == before + during + after  # the frozen events came by resume
@@ -266,6 +268,7 @@ async def test_too_many_connections_over_websocket_backs_off_and_connects_when_a
             refused = statuses_with(await recorded(page), "too_many_connections")
         await wait_connected(page, 1, timeout=5)
         record = await recorded(page)
+        await page.evaluate("window.client.stop()")  # no server_restart reconnect on exit
 
     refused_attempts = attempts.times[: len(refused)]
     gaps = [b - a for a, b in pairwise(refused_attempts)]
@@ -297,6 +300,7 @@ async def test_too_many_connections_over_sse_waits_for_retry_after(
         await page.context.set_offline(False)
         await wait_connected(page, 1, timeout=5)
         record = await recorded(page)
+        await page.evaluate("window.client.stop()")  # no server_restart reconnect on exit
 
     assert refused["state"] == "waiting"
     assert refused["retryInMs"] == 30_000  # Retry-After, readable through CORS
