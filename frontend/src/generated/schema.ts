@@ -49,7 +49,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: Redis answers and the pub/sub listener is healthy, and not draining. */
+        /**
+         * Readiness: Redis answers, the pub/sub listener is healthy, every background task runs,
+         * @description and the worker is not draining.
+         */
         get: operations["get_readyz"];
         put?: never;
         post?: never;
@@ -192,6 +195,11 @@ export interface operations {
                          * @enum {string}
                          */
                         status: "ready" | "not_ready";
+                        /**
+                         * Tasks Down
+                         * @description Background tasks that failed and wait to be restarted (not ready while any)
+                         */
+                        tasks_down?: string[];
                     };
                 };
             };
@@ -218,6 +226,11 @@ export interface operations {
                          * @enum {string}
                          */
                         status: "ready" | "not_ready";
+                        /**
+                         * Tasks Down
+                         * @description Background tasks that failed and wait to be restarted (not ready while any)
+                         */
+                        tasks_down?: string[];
                     };
                 };
             };
