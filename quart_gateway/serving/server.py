@@ -20,9 +20,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
@@ -37,6 +38,8 @@ from quart_gateway.serving.embedded import EmbeddedRedis, EmbeddedServerError, s
 from quart_gateway.settings import Secret, Settings
 
 logger = logging.getLogger("quart_gateway")
+
+T = TypeVar("T")
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -142,13 +145,25 @@ async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
 def run_worker(settings: Settings, sockets: Sockets | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
     logs.bind(worker=str(os.getpid()))
+    run_loop(serve(settings, sockets))
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is installed (the `speed` extra), else on asyncio's loop.
+
+    The import is settled before the loop runs: run inside `except ImportError`, every
+    traceback of the worker would begin with "No module named 'uvloop'".
+    """
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings, sockets))
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(settings, sockets))
+        return None
+    return uvloop.new_event_loop
 
 
 def supervise(settings: Settings) -> int:

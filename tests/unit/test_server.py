@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import socket
+import sys
+import traceback
 
 import pytest
 
-from quart_gateway.serving.server import drain_budget, hypercorn_config, tune_sockets
+from quart_gateway.serving.server import drain_budget, hypercorn_config, run_loop, tune_sockets
 from quart_gateway.settings import Secret, Settings
 
 SETTINGS = Settings(jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=15.0, port=0)
@@ -42,3 +44,19 @@ def test_hypercorn_settings() -> None:
 def test_the_drain_leaves_time_for_the_rest_of_the_shutdown() -> None:
     assert drain_budget(Settings(jwt_secret_key=Secret("x"), shutdown_grace_seconds=10)) == 7.5
     assert drain_budget(Settings(jwt_secret_key=Secret("x"), shutdown_grace_seconds=1)) == 0.2
+
+
+@pytest.mark.parametrize("uvloop_installed", [True, False])
+def test_a_worker_traceback_does_not_begin_with_the_uvloop_import(
+    monkeypatch: pytest.MonkeyPatch, uvloop_installed: bool
+) -> None:
+    if not uvloop_installed:
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
+
+    async def failing() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError) as caught:
+        run_loop(failing())
+    assert caught.value.__context__ is None
+    assert "No module named" not in "".join(traceback.format_exception(caught.value))
