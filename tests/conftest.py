@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from quart import Quart
 
 from quart_gateway.serving.embedded import EmbeddedRedis
@@ -39,6 +40,14 @@ def _redis_server() -> Iterator[EmbeddedRedis]:
 @pytest.fixture(name="redis_url", scope="session")
 def _redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
+
+
+@pytest.fixture(name="redis")
+async def _redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the session's server, for a test to look at or change what is stored."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(name="private_redis")

@@ -16,6 +16,9 @@ from typing import Any
 
 import httpx
 import jwt
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from publishers import EventPublisher, FileServicePublisher
 
@@ -303,6 +306,11 @@ async def proxy_to(port: int) -> AsyncIterator[TcpProxy]:
         yield proxy
     finally:
         await proxy.close()
+
+
+def unreachable_redis() -> aioredis.Redis:
+    """A client of a port nothing listens on: every command fails at once, without retries."""
+    return aioredis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
 
 
 # --- publishing --------------------------------------------------------------------------------
