@@ -91,23 +91,33 @@ def _replayed(raw_id: Any, fields: list[Any]) -> Frame | None:
     the stream, not only the publishers, so an entry is forwarded only if a live `PUBLISH`
     of it would be (a registered domain event, as one compact line)."""
     event_id = _text(raw_id)
-    payload = _field(fields, HISTORY_FIELD)
-    if payload is None or not payload.startswith("{"):
+    raw = _field(fields, HISTORY_FIELD)
+    try:
+        payload = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        payload = None
+    if not isinstance(payload, str) or not payload.startswith("{"):
         logger.warning("history entry %s is not an event; skipped", event_id)
         return None
     frame = decode_message(splice_id(payload, event_id))
     if isinstance(frame, DropReason):
         logger.warning("history entry %s dropped: %s", event_id, frame)
         return None
+    if frame.event_id is None or frame.event_id != parse_stream_id(event_id):
+        # The publishers store events without an id; one of its own would override the
+        # entry's and move the client's resume position.
+        logger.warning("history entry %s carries an id of its own; skipped", event_id)
+        return None
     return frame
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _field(fields: list[Any], name: str) -> str | None:
+def _field(fields: list[Any], name: str) -> Any:
+    """The raw value of field `name` (bytes from Redis), or None."""
     for i in range(0, len(fields) - 1, 2):
         if _text(fields[i]) == name:
-            return _text(fields[i + 1])
+            return fields[i + 1]
     return None

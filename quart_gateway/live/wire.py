@@ -7,6 +7,7 @@ sends the same `Frame` (text for WebSocket, bytes for SSE). No I/O here.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +42,18 @@ UNENCODABLE = DropReason("unencodable")
 MAX_MESSAGE_BYTES = 262_144
 
 
+# What ends a line for EventSource: CR, LF (and CRLF).
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
 def sse_frame(data: str, event_id: str | None = None) -> bytes:
-    """`data` must be free of CR/LF (compact JSON is); the id is checked, not trusted."""
+    """`data` must be free of CR/LF (compact JSON is); the id is checked, not trusted.
+
+    Both are checked again here, once per message: a line break would let the payload add
+    fields (`event:`, `retry:`) or frames of its own to every stream it reaches.
+    """
+    if _LINE_BREAK.search(data) or (event_id is not None and _LINE_BREAK.search(event_id)):
+        raise ValueError("an SSE field must be one line")
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}data: {data}\n\n".encode()
 
@@ -60,11 +71,6 @@ def make_frame(text: str, raw_id: Any = None) -> Frame:
     event_id = parse_stream_id(raw_id) if isinstance(raw_id, str) else None
     sse = sse_frame(text, raw_id if event_id is not None else None)
     return Frame(text=text, sse=sse, event_id=event_id, size=len(sse))
-
-
-def encode_system(payload: dict[str, Any]) -> Frame:
-    """A gateway-originated message (`connected`, `ping`, `resync`, `disconnect`)."""
-    return make_frame(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
 
 
 def decode_message(data: bytes | str) -> Frame | DropReason:

@@ -61,7 +61,7 @@ async def test_a_caller_that_left_is_skipped() -> None:
     assert seen == [["first"], ["staying"]]
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     """Stands for an error the server answered about one request (a Redis ResponseError)."""
 
 
@@ -71,7 +71,7 @@ async def _batch_with_one_bad_member(isolate: tuple[type[Exception], ...]) -> li
     async def run(requests: list[str]) -> list[str]:
         await gate.wait()
         if "bad" in requests:
-            raise Refused("bad request")
+            raise RefusedError("bad request")
         return [r.upper() for r in requests]
 
     batcher: Batcher[str, str] = Batcher(run, limit=10, isolate=isolate)
@@ -84,12 +84,12 @@ async def _batch_with_one_bad_member(isolate: tuple[type[Exception], ...]) -> li
 
 
 async def test_a_bad_request_does_not_fail_its_neighbours() -> None:
-    first, a, bad, b = await _batch_with_one_bad_member(isolate=(Refused,))
+    first, a, bad, b = await _batch_with_one_bad_member(isolate=(RefusedError,))
     assert (first, a, b) == ("FIRST", "A", "B")
-    assert isinstance(bad, Refused)
+    assert isinstance(bad, RefusedError)
 
 
 async def test_without_isolation_the_whole_batch_fails() -> None:
     first, a, bad, b = await _batch_with_one_bad_member(isolate=())
     assert first == "FIRST"
-    assert all(isinstance(r, Refused) for r in (a, bad, b))
+    assert all(isinstance(r, RefusedError) for r in (a, bad, b))

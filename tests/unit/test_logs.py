@@ -52,3 +52,37 @@ def test_json_lines_carry_the_bound_context(caplog: pytest.LogCaptureFixture) ->
     assert first["batch_id"] == "b-1"
     assert "secret.token.value" not in first["message"]
     assert "correlation_id" not in second
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
+
+
+def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
+    made = logging.makeLogRecord(
+        {"name": "test", "levelname": "INFO", "levelno": 20, "msg": message, "args": args}
+    )
+    for key, value in extra.items():
+        setattr(made, key, value)
+    return made
+
+
+def test_a_line_break_in_a_value_cannot_forge_a_text_log_line() -> None:
+    line = logs.TextFormatter().format(
+        record("served %s", "b1\n2026 INFO forged: admin", batch_id="b\r\nINFO x", sub="\u2028")
+    )
+    assert not set(line) & {"\n", "\r", "\u2028"}
+    assert "b1\\n2026 INFO forged" in line
+
+
+def test_every_json_field_is_redacted_and_one_line() -> None:
+    entry = json.loads(
+        logs.JsonFormatter().format(record("m", batch_id=JWT, path=f"/x?token={JWT}"))
+    )
+    assert JWT not in json.dumps(entry)
+    assert entry["batch_id"] == "[redacted-jwt]"
+
+
+def test_a_lone_surrogate_does_not_break_either_format() -> None:
+    bad = record("user %s", "x\ud800", user_id="x\ud800")
+    for formatter in (logs.TextFormatter(), logs.JsonFormatter()):
+        formatter.format(bad).encode()  # encodable: the handler writes UTF-8

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from quart_gateway.live import disconnect
 from quart_gateway.live.subscriber import Subscriber
-from quart_gateway.live.wire import Frame, encode_system
+from quart_gateway.live.wire import Frame, make_frame
 
 
 def frame(n: int = 0, pad: int = 0) -> Frame:
-    return encode_system({"event": "ping", "n": n, "pad": "x" * pad})
+    return make_frame(json.dumps({"event": "ping", "n": n, "pad": "x" * pad}))
 
 
 async def test_get_hands_over_everything_queued_in_order() -> None:

@@ -77,5 +77,5 @@ def test_sse_comment_strips_newlines() -> None:
 
 
 def test_frame_size_counts_sse_bytes() -> None:
-    frame = wire.encode_system({"event": "ping", "timestamp": "t"})
+    frame = wire.make_frame('{"event":"class_created","timestamp":"t"}', "1-0")
     assert frame.size == len(frame.sse)
