@@ -172,6 +172,22 @@ class SseClient:
             return events
 
 
+@asynccontextmanager
+async def sse_and_ws(
+    http: httpx.AsyncClient, url: str, ws_url: str, user_id: str
+) -> AsyncIterator[tuple[SseClient, Any]]:
+    """One SSE and one WebSocket stream of `user_id`, each past its `connected` message."""
+    from websockets.asyncio.client import connect
+
+    token = make_token(user_id)
+    async with http.stream("GET", f"{url}/events", params={"token": token}) as response:
+        sse = SseClient(response)
+        assert (await sse.next()).data["event"] == "connected"
+        async with connect(f"{ws_url}/ws?token={token}") as conn:
+            assert (await ws_next(conn))["event"] == "connected"
+            yield sse, conn
+
+
 async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while True:

@@ -105,15 +105,19 @@ async def fetch_batch_status(
     correlation_id: str,
 ) -> BatchStatus:
     path_id = quote(batch_id, safe="")
-    timeout = settings.upstream_timeout_seconds
-    status, body = await get_json(
-        client,
-        f"{settings.result_aggregator_url}/internal/v1/batches/{path_id}/status",
-        timeout=timeout,
-        max_bytes=settings.upstream_max_body_bytes,
-        correlation_id=correlation_id,
-        service="result_aggregator",
-    )
+
+    async def ask(service: str, url: str) -> tuple[int, Any]:
+        return await get_json(
+            client,
+            url,
+            timeout=settings.upstream_timeout_seconds,
+            max_bytes=settings.upstream_max_body_bytes,
+            correlation_id=correlation_id,
+            service=service,
+        )
+
+    aggregator = f"{settings.result_aggregator_url}/internal/v1/batches/{path_id}/status"
+    status, body = await ask("result_aggregator", aggregator)
     if status == 200:
         return from_aggregator(body, user_id, batch_id)
     if status != 404:
@@ -124,14 +128,8 @@ async def fetch_batch_status(
         raise NotFoundError()
 
     logger.info("batch not in result_aggregator; asking batch_orchestrator")
-    status, body = await get_json(
-        client,
-        f"{settings.bos_url}/internal/v1/batches/{path_id}/pipeline-state",
-        timeout=timeout,
-        max_bytes=settings.upstream_max_body_bytes,
-        correlation_id=correlation_id,
-        service="batch_orchestrator",
-    )
+    bos = f"{settings.bos_url}/internal/v1/batches/{path_id}/pipeline-state"
+    status, body = await ask("batch_orchestrator", bos)
     if status == 200:
         return from_bos(body, user_id, batch_id)
     if status == 404:

@@ -16,7 +16,16 @@ from websockets.asyncio.client import connect
 
 from quart_gateway.serving.embedded import EmbeddedRedis, default_directory
 from tests.servers import ProcessFactory
-from tests.support import SECRET, SseClient, free_port, make_token, wait_until, ws_close_of, ws_next
+from tests.support import (
+    SECRET,
+    SseClient,
+    free_port,
+    make_token,
+    sse_and_ws,
+    wait_until,
+    ws_close_of,
+    ws_next,
+)
 
 
 def rss_kib(pid: int) -> int:
@@ -90,17 +99,11 @@ async def test_sigterm_closes_streams_cleanly_and_exits_in_time(
     gateway_process: ProcessFactory, http: httpx.AsyncClient, redis_url: str, user_id: str
 ) -> None:
     gateway = await gateway_process({"REDIS_URL": redis_url, "SHUTDOWN_GRACE_SECONDS": "5"})
-    async with http.stream(
-        "GET", f"{gateway.url}/events", params={"token": make_token(user_id)}
-    ) as response:
-        sse = SseClient(response)
-        assert (await sse.next()).data["event"] == "connected"
-        async with connect(f"{gateway.ws_url}/ws?token={make_token(user_id)}") as conn:
-            assert (await ws_next(conn))["event"] == "connected"
-            started = time.monotonic()
-            gateway.terminate()
-            code, reason, _ = await ws_close_of(conn)
-            events = await sse.until_end()
+    async with sse_and_ws(http, gateway.url, gateway.ws_url, user_id) as (sse, conn):
+        started = time.monotonic()
+        gateway.terminate()
+        code, reason, _ = await ws_close_of(conn)
+        events = await sse.until_end()
     assert (code, reason) == (1012, "server_restart")
     farewell = events[-1]
     assert farewell.data["event"] == "disconnect"
@@ -149,37 +152,31 @@ async def test_redis_restart_under_open_streams(
 ) -> None:
     gateway = await gateway_process({"REDIS_URL": private_redis.url})
     channel = f"ws:{user_id}"
-    async with http.stream(
-        "GET", f"{gateway.url}/events", params={"token": make_token(user_id)}
-    ) as response:
-        sse = SseClient(response)
-        assert (await sse.next()).data["event"] == "connected"
-        async with connect(f"{gateway.ws_url}/ws?token={make_token(user_id)}") as conn:
-            assert (await ws_next(conn))["event"] == "connected"
-            private_redis.kill()
+    async with sse_and_ws(http, gateway.url, gateway.ws_url, user_id) as (sse, conn):
+        private_redis.kill()
 
-            async def not_ready() -> bool:
-                return (await http.get(f"{gateway.url}/readyz")).status_code == 503
+        async def not_ready() -> bool:
+            return (await http.get(f"{gateway.url}/readyz")).status_code == 503
 
-            await wait_until(not_ready, timeout=20)
-            private_redis.start()
+        await wait_until(not_ready, timeout=20)
+        private_redis.start()
 
-            async def ready() -> bool:
-                return (await http.get(f"{gateway.url}/readyz")).status_code == 200
+        async def ready() -> bool:
+            return (await http.get(f"{gateway.url}/readyz")).status_code == 200
 
-            await wait_until(ready, timeout=20)
-            # Both streams stayed open and are told to re-hydrate, then get new events.
-            assert (await sse.next_domain(timeout=10)).data["reason"] == "redis_reconnected"
-            assert (await ws_next(conn, timeout=10))["event"] == "resync"
-            redis = aioredis.Redis.from_url(private_redis.url)
-            try:
-                await redis.publish(
-                    channel, '{"event":"class_created","class_id":"after","class_designation":"x"}'
-                )
-            finally:
-                await redis.aclose()
-            assert (await sse.next_domain()).data["class_id"] == "after"
-            assert (await ws_next(conn))["class_id"] == "after"
+        await wait_until(ready, timeout=20)
+        # Both streams stayed open and are told to re-hydrate, then get new events.
+        assert (await sse.next_domain(timeout=10)).data["reason"] == "redis_reconnected"
+        assert (await ws_next(conn, timeout=10))["event"] == "resync"
+        redis = aioredis.Redis.from_url(private_redis.url)
+        try:
+            await redis.publish(
+                channel, '{"event":"class_created","class_id":"after","class_designation":"x"}'
+            )
+        finally:
+            await redis.aclose()
+        assert (await sse.next_domain()).data["class_id"] == "after"
+        assert (await ws_next(conn))["class_id"] == "after"
     metrics = (await http.get(f"{gateway.url}/metrics")).text
     assert "gateway_redis_reconnects_total 0.0" not in metrics
 

@@ -21,17 +21,18 @@ from publishers import EventPublisher
 from quart_gateway.admission.connection_limit import ConnectionLimiter
 from quart_gateway.ops.metrics import Metrics
 from tests.servers import LiveGateway, SettingsFactory, serving
-from tests.support import Reply, SseClient, Upstream, make_token, ws_close_of, ws_next
+from tests.support import (
+    Reply,
+    SseClient,
+    Upstream,
+    make_token,
+    sse_and_ws,
+    ws_close_of,
+    ws_next,
+)
 
 SURROGATE_SUB = "x\ud800"
 NEWLINE_SUB = "user\nforged"
-
-
-@pytest.fixture(name="redis")
-async def _redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(name="publisher")
@@ -57,13 +58,7 @@ async def assert_worker_serves_others(
     worker is ready."""
     other = f"bystander-{uuid.uuid4().hex[:8]}"
     reconnects = live.services.mux.statistics().reconnects
-    async with (
-        http.stream("GET", f"{live.url}/events", params={"token": make_token(other)}) as sse,
-        connect(f"{live.ws_url}/ws?token={make_token(other)}") as ws,
-    ):
-        tab = SseClient(sse)
-        assert (await tab.next()).data["event"] == "connected"
-        assert (await ws_next(ws))["event"] == "connected"
+    async with sse_and_ws(http, live.url, live.ws_url, other) as (tab, ws):
         await redis.publish(f"ws:{other}", json.dumps(class_created(1)))
         assert (await tab.next_domain()).data["class_id"] == "c1"
         assert (await ws_next(ws))["class_id"] == "c1"
