@@ -13,13 +13,14 @@ import logging
 
 from quart_gateway.live.messages import ping_frame
 from quart_gateway.live.multiplexer import Multiplexer
+from quart_gateway.ops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SLOTS = 8
 
 
-async def run_heartbeat(mux: Multiplexer, interval: float) -> None:
+async def run_heartbeat(mux: Multiplexer, interval: float, metrics: Metrics) -> None:
     """Ping one slot of `mux`'s connections every `interval / HEARTBEAT_SLOTS` seconds, until
     cancelled. The caller owns the task (the lifespan)."""
     for tick in itertools.count():
@@ -27,4 +28,5 @@ async def run_heartbeat(mux: Multiplexer, interval: float) -> None:
         try:
             mux.broadcast(ping_frame(), slot=tick % HEARTBEAT_SLOTS, slots=HEARTBEAT_SLOTS)
         except Exception:  # a task root: without pings every client would reconnect
+            metrics.task_failures.labels(task="heartbeat").inc()
             logger.exception("heartbeat failed; continuing")

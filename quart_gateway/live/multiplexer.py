@@ -193,7 +193,15 @@ class Multiplexer:
     async def _write(self, conn: aioredis.Connection) -> None:
         while True:
             args = await self._commands.get()
-            await conn.send_command(*args, check_health=False)
+            try:
+                packed = conn.pack_command(*args)
+            except Exception:
+                # Packing happens before anything is written, so a command that cannot be
+                # encoded is dropped alone; the connection and every other channel carry on.
+                self._metrics.task_failures.labels(task="multiplexer-writer").inc()
+                logger.exception("could not encode a pub/sub command; dropped")
+                continue
+            await conn.send_packed_command(packed, check_health=False)
 
     async def _supervise(self) -> None:
         """Run the listener forever: a failure is logged, backed off and recovered from."""

@@ -89,7 +89,7 @@ class Lifespan:
         await mux.start()
         connection_limiter.start(tasks)
         interval = settings.heartbeat_interval_seconds
-        tasks.start("heartbeat", lambda: run_heartbeat(mux, interval))
+        tasks.start("heartbeat", lambda: run_heartbeat(mux, interval, metrics))
         self._running = Running(services=svc, embedded=embedded)
         self._app.extensions[EXTENSION_KEY] = svc
 

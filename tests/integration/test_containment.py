@@ -94,6 +94,16 @@ async def test_the_multiplexer_refuses_a_channel_it_could_not_subscribe(
     await assert_worker_serves_others(live, http, redis)
 
 
+async def test_a_command_the_writer_cannot_encode_does_not_restart_the_listener(
+    live: LiveGateway, http: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    # What a `sub` with a lone surrogate used to queue before admission refused it.
+    live.services.mux._send("SUBSCRIBE", f"ws:{SURROGATE_SUB}")
+    await assert_worker_serves_others(live, http, redis)
+    text = (await http.get(f"{live.url}/metrics")).text
+    assert 'gateway_task_failures_total{task="multiplexer-writer"} 1.0' in text
+
+
 async def test_the_lease_flusher_survives_a_batch_it_cannot_send(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     limiter = ConnectionLimiter(client, 1, Metrics())
