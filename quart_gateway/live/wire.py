@@ -35,7 +35,6 @@ UNKNOWN_EVENT = DropReason("unknown_event")
 NOT_UTF8 = DropReason("not_utf8")
 TOO_LARGE = DropReason("too_large")
 TOO_DEEP = DropReason("too_deep")
-UNENCODABLE = DropReason("unencodable")
 
 # A published message larger than this is dropped: events are notifications (the publishers
 # refuse more than 64 KiB), and one message must not take a connection's whole queue budget.

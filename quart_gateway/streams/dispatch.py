@@ -4,7 +4,7 @@ A live stream is one long request that mostly waits. Quart's request machinery (
 task, a handler task, an unbounded message queue and request contexts per connection) doubled
 the memory of an idle connection: measured with 2,000 WebSocket connections, 42 KiB each
 through Quart against 21 KiB for Hypercorn alone. `StreamingQuart` overrides Quart's ASGI entry
-and hands these two routes to plain ASGI handlers (`routes/ws.py`, `routes/sse.py`); every
+and hands these two routes to plain ASGI handlers (`ws.py`, `sse.py` beside this module); every
 other request, the CORS preflight of `/events` included, goes to Quart as before.
 """
 

@@ -56,7 +56,7 @@ async def events() -> Any:
     `200` streams `data: <json>` frames (with `id:` when the event has one) until the gateway
     ends the stream with a `disconnect` message.
     """
-    # GET /events is answered by the ASGI stream dispatcher before Quart sees it; this view
+    # GET /events is answered by StreamingQuart.asgi_app before Quart routes it; this view
     # declares the route for the OpenAPI document and for CORS preflight requests. It runs
     # only for HEAD (Quart adds it to GET routes) or an app that is not serving.
     if request.method == "HEAD":
