@@ -3,10 +3,11 @@
     origin (/ws) ─> credentials ─> draining ─> connection lease ─> admitted (lease held)
 
 Each step either passes or refuses with an entry of the disconnect catalogue, in this order
-on both transports; each refusal is counted here (and logged, except while draining). A transport only renders the
-verdict: `/ws` accepts and closes with the catalogue code (browsers cannot see why a
-handshake was refused); `/events` answers the refusal's HTTP error, or, when there is none
-(draining), a 200 with a farewell, because EventSource gives up on any non-200.
+on both transports; each refusal is counted here, and logged except while draining. A
+transport only renders the verdict: `/ws` accepts and closes with the catalogue code
+(browsers cannot see why a handshake was refused); `/events` answers the refusal's HTTP
+error, or, when there is none (draining), a 200 with a farewell, because EventSource gives
+up on any non-200.
 
 `admit()` is an async context manager: the connection lease it takes is given back when the
 block exits, however it exits.
