@@ -215,7 +215,12 @@ class Received:
         ]
 
     def system_events(self) -> list[str]:
-        return [m["event"] for m in self.messages if m.get("event") in SYSTEM_EVENT_TYPES]
+        """The gateway's own messages, heartbeats left out (one may fall in the run)."""
+        return [
+            m["event"]
+            for m in self.messages
+            if m.get("event") in SYSTEM_EVENT_TYPES and m["event"] != "ping"
+        ]
 
 
 _SSE_LINE = re.compile(rb"\r\n|\r|\n")
