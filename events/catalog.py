@@ -135,6 +135,13 @@ class Connected(Event):
     connection_id: str
     transport: Literal["ws", "sse"]
     heartbeat_interval: float = Field(description="Seconds between `ping` messages")
+    cursor: str | None = Field(
+        default=None,
+        description="Position in the user's history from which nothing can be missed: resume "
+        "from it (`last_event_id`) if the stream ends before any event arrives. On SSE it is "
+        "also the frame's `id:`, so EventSource sends it as `Last-Event-ID` by itself. Absent "
+        "when the history could not be read.",
+    )
 
 
 class Ping(Event):
@@ -146,6 +153,10 @@ class Resync(Event):
 
     event: Literal["resync"] = "resync"
     reason: Literal["redis_reconnected", "history_unavailable"]
+    cursor: str | None = Field(
+        default=None,
+        description="The new resume position after re-hydrating, as in `connected`.",
+    )
 
 
 class Disconnect(Event):
@@ -155,6 +166,11 @@ class Disconnect(Event):
     code: int
     reason: str
     reconnect: bool = Field(description="Whether the client should reconnect")
+    retry_ms: int | None = Field(
+        default=None,
+        description="How long to wait before reconnecting, in milliseconds, when the gateway "
+        "asks for a delay (restart, overload): jittered, so that clients come back spread out.",
+    )
 
 
 DOMAIN_EVENT_MODELS: tuple[type[Event], ...] = (

@@ -52,6 +52,9 @@ def history_key(user_id: str) -> str:
 
 # Field of each history stream entry that holds the event's JSON text (without its "id").
 HISTORY_FIELD = "e"
+# Field of a marker entry: written by the gateway into an empty history so that a cursor
+# always names an existing entry. Not an event; replay skips it.
+MARKER_FIELD = "m"
 
 # Each part of a stream id is an unsigned 64-bit integer: 20 decimal digits at most.
 STREAM_ID_PART_MAX = 2**64 - 1

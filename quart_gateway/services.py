@@ -11,6 +11,7 @@ from quart import current_app
 from quart_gateway.admission.auth import TokenVerifier
 from quart_gateway.admission.connection_limit import ConnectionLimiter
 from quart_gateway.admission.cors import CorsPolicy
+from quart_gateway.admission.overload import SetupGate
 from quart_gateway.admission.ratelimit import RateLimiter
 from quart_gateway.aio.supervisor import TaskSupervisor
 from quart_gateway.live.history import HistoryReader
@@ -36,9 +37,13 @@ class Services:
     history: HistoryReader
     tasks: TaskSupervisor
     cors: CorsPolicy = field(init=False)
+    setup_gate: SetupGate = field(init=False)
 
     def __post_init__(self) -> None:
         self.cors = CorsPolicy.of(self.settings.cors_origins)
+        self.setup_gate = SetupGate(
+            self.settings.admission_max_pending, self.settings.admission_max_per_second
+        )
 
 
 def services() -> Services:

@@ -1,6 +1,6 @@
 """Admission: whether a new `/ws` or `/events` stream may open, decided once for both.
 
-    origin (/ws) ─> credentials ─> draining ─> connection lease ─> admitted (lease held)
+    set-up slot ─> origin (/ws) ─> credentials ─> draining ─> connection lease ─> admitted
 
 Each step either passes or refuses with an entry of the disconnect catalogue, in this order
 on both transports; each refusal is counted here, and logged except while draining. A
@@ -9,8 +9,9 @@ transport only renders the verdict: `/ws` accepts and closes with the catalogue 
 error, or, when there is none (draining), a 200 with a farewell, because EventSource gives
 up on any non-200.
 
-`admit()` is an async context manager: the connection lease it takes is given back when the
-block exits, however it exits.
+`admit()` is an async context manager: the set-up slot (admission control, overload.py) and
+the connection lease it takes are given back when the block exits, however it exits; the slot
+earlier, at `Admitted.set_up()`, once `connected` has been sent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from quart_gateway.admission.auth import Principal
+from quart_gateway.admission.overload import SetupGate
 from quart_gateway.errors import AuthError, GatewayError, TooManyConnectionsError
 from quart_gateway.live import disconnect
 from quart_gateway.ops import logs
@@ -45,10 +47,29 @@ class Attempt:
     token: str | None  # `Authorization: Bearer` or `?token=`
 
 
+class _Slot:
+    """One set-up slot of the worker's `SetupGate`, released once."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: SetupGate) -> None:
+        self._gate: SetupGate | None = gate
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.leave()
+            self._gate = None
+
+
 @dataclass(frozen=True, slots=True)
 class Admitted:
     principal: Principal
     lease: str
+    slot: _Slot
+
+    def set_up(self) -> None:
+        """The stream is set up (`connected` sent): its set-up slot is free for the next."""
+        self.slot.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +81,32 @@ class Refused:
 
 @asynccontextmanager
 async def admit(svc: Services, attempt: Attempt) -> AsyncIterator[Admitted | Refused]:
-    verdict = await _decide(svc, attempt)
-    if isinstance(verdict, Refused):
-        svc.metrics.rejected.labels(transport=attempt.transport, reason=verdict.ending.reason).inc()
-        yield verdict
+    if not svc.setup_gate.try_enter():
+        yield _refused(svc, attempt, Refused(disconnect.OVERLOADED, None))
         return
-    limiter = svc.connection_limiter
-    limiter.hold(verdict.principal.user_id, verdict.lease)
+    slot = _Slot(svc.setup_gate)
     try:
-        yield verdict
+        verdict = await _decide(svc, attempt, slot)
+        if isinstance(verdict, Refused):
+            slot.release()
+            yield _refused(svc, attempt, verdict)
+            return
+        limiter = svc.connection_limiter
+        limiter.hold(verdict.principal.user_id, verdict.lease)
+        try:
+            yield verdict
+        finally:
+            limiter.release(verdict.principal.user_id, verdict.lease)
     finally:
-        limiter.release(verdict.principal.user_id, verdict.lease)
+        slot.release()
 
 
-async def _decide(svc: Services, attempt: Attempt) -> Admitted | Refused:
+def _refused(svc: Services, attempt: Attempt, verdict: Refused) -> Refused:
+    svc.metrics.rejected.labels(transport=attempt.transport, reason=verdict.ending.reason).inc()
+    return verdict
+
+
+async def _decide(svc: Services, attempt: Attempt, slot: _Slot) -> Admitted | Refused:
     # On /events the browser enforces CORS itself: the stream just lacks the headers.
     if attempt.transport == "ws" and not svc.cors.allows(attempt.origin):
         logger.info("stream from an origin not allowed", extra={"origin": attempt.origin})
@@ -93,4 +126,4 @@ async def _decide(svc: Services, attempt: Attempt) -> Admitted | Refused:
             disconnect.TOO_MANY_CONNECTIONS,
             TooManyConnectionsError(retry_after=TOO_MANY_RETRY_AFTER_SECONDS),
         )
-    return Admitted(principal, lease)
+    return Admitted(principal, lease, slot)

@@ -19,7 +19,13 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from events.channels import HISTORY_FIELD, history_key, parse_stream_id, splice_id
+from events.channels import (
+    HISTORY_FIELD,
+    MARKER_FIELD,
+    history_key,
+    parse_stream_id,
+    splice_id,
+)
 from quart_gateway.aio.batching import Batcher
 from quart_gateway.live.wire import DropReason, Frame, decode_message
 
@@ -28,6 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_REPLAY = 10_000
 
 BATCH_LIMIT = 50  # resumes per Lua call
+CURSOR_BATCH_LIMIT = 500  # new connections' cursors per Lua call
 
 # One call reads for many reconnecting clients. ARGV[1] = max entries; for each KEYS[k] (a
 # stream), ARGV[k + 1] = the last id its client saw. Per stream: {0} if that entry is gone (or
@@ -46,6 +53,28 @@ return out
 """
 
 
+# One call gives many new connections their cursor. ARGV[1] = marker lifetime in ms. Per
+# stream: the id of its newest entry. An empty or missing stream first gets a marker entry
+# (field MARKER_FIELD, not an event), so that every cursor names an entry that exists and the
+# resume rule (the client's entry is still there) holds for it too.
+_CURSOR = f"""
+local out = {{}}
+for k = 1, #KEYS do
+  local newest = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
+  if #newest == 0 then
+    out[k] = redis.call('XADD', KEYS[k], '*', '{MARKER_FIELD}', '')
+    redis.call('PEXPIRE', KEYS[k], ARGV[1])
+  else
+    out[k] = newest[1][1]
+  end
+end
+return out
+"""
+
+# How long a marker keeps an otherwise empty history alive: the publishers' default history age.
+MARKER_TTL_MS = 86_400_000
+
+
 class HistoryUnavailableError(Exception):
     """The history could not be read (Redis down, slow or refusing): the client re-hydrates."""
 
@@ -60,6 +89,8 @@ class Replay:
 class HistoryReader:
     def __init__(self, client: aioredis.Redis) -> None:
         self._script = client.register_script(_READ)
+        self._cursor_script = client.register_script(_CURSOR)
+        self._cursors: Batcher[str, Any] = Batcher(self._read_cursors, limit=CURSOR_BATCH_LIMIT)
         self._batcher: Batcher[tuple[str, str], Any] = Batcher(
             self._read, limit=BATCH_LIMIT, isolate=(ResponseError,)
         )
@@ -77,6 +108,19 @@ class HistoryReader:
         if len(entries) > MAX_REPLAY:
             return Replay([], "trimmed")  # too far behind to replay: re-hydrate instead
         return Replay([frame for raw_id, fields in entries if (frame := _replayed(raw_id, fields))])
+
+    async def cursor(self, user_id: str) -> str:
+        """The id of the newest entry of the user's history (creating a marker entry when the
+        history is empty): a position from which a resume misses nothing published later."""
+        try:
+            raw = await self._cursors.call(history_key(user_id))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise HistoryUnavailableError(type(exc).__name__) from exc
+        return _text(raw)
+
+    async def _read_cursors(self, keys: list[str]) -> list[Any]:
+        result: list[Any] = await self._cursor_script(keys=keys, args=[MARKER_TTL_MS])
+        return result
 
     async def _read(self, requests: list[tuple[str, str]]) -> list[Any]:
         result: list[Any] = await self._script(
@@ -96,6 +140,8 @@ def _replayed(raw_id: Any, fields: list[Any]) -> Frame | None:
         payload = raw.decode() if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
         payload = None
+    if payload is None and _field(fields, MARKER_FIELD) is not None:
+        return None  # a cursor's marker, not an event
     if not isinstance(payload, str) or not payload.startswith("{"):
         logger.warning("history entry %s is not an event; skipped", event_id)
         return None

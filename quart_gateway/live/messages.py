@@ -17,13 +17,20 @@ from quart_gateway.live.wire import Frame, make_frame
 
 
 def connected_frame(
-    conn_id: str, transport: Literal["ws", "sse"], heartbeat_interval: float
+    conn_id: str,
+    transport: Literal["ws", "sse"],
+    heartbeat_interval: float,
+    cursor: str | None = None,
 ) -> Frame:
     """The first message of every stream. Built once per connection: validating it costs a
-    few microseconds, less than `model_construct` would."""
-    return _encode(
-        Connected(connection_id=conn_id, transport=transport, heartbeat_interval=heartbeat_interval)
+    few microseconds, less than `model_construct` would. The cursor is also the SSE `id:`."""
+    model = Connected(
+        connection_id=conn_id,
+        transport=transport,
+        heartbeat_interval=heartbeat_interval,
+        cursor=cursor,
     )
+    return _encode(model, cursor)
 
 
 def ping_frame() -> Frame:
@@ -31,16 +38,22 @@ def ping_frame() -> Frame:
     return _encode(Ping())
 
 
-def resync_frame(reason: Literal["redis_reconnected", "history_unavailable"]) -> Frame:
-    return _encode(Resync(reason=reason))
+def resync_frame(
+    reason: Literal["redis_reconnected", "history_unavailable"], cursor: str | None = None
+) -> Frame:
+    return _encode(Resync(reason=reason, cursor=cursor), cursor)
 
 
-def disconnect_frame(ending: Ending) -> Frame:
-    return _encode(Disconnect(code=ending.code, reason=ending.reason, reconnect=ending.reconnect))
+def disconnect_frame(ending: Ending, retry_ms: int | None = None) -> Frame:
+    model = Disconnect(
+        code=ending.code, reason=ending.reason, reconnect=ending.reconnect, retry_ms=retry_ms
+    )
+    return _encode(model)
 
 
-def _encode(model: Event) -> Frame:
+def _encode(model: Event, sse_id: str | None = None) -> Frame:
     payload = model.model_dump(mode="json", exclude_none=True)  # system events have no `id`
     # The model declares `timestamp` before its own fields; on the wire it has always come last.
     payload["timestamp"] = payload.pop("timestamp")
-    return make_frame(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return make_frame(text, sse_id)

@@ -10,11 +10,12 @@ user sends it, the last one out sends `UNSUBSCRIBE`. The reader never awaits a c
 
 The pub/sub connection is a bare redis-py `Connection`, not a `PubSub` object: `PubSub`
 reconnects and resubscribes silently inside its retry layer, which would hide exactly the
-outages clients must hear about (`resync`). Here the supervisor owns reconnection: on any
-failure it backs off with jitter, resubscribes every live channel on a new connection and, once
-each channel's `SUBSCRIBE` is acknowledged, offers `resync` to the connections that were open
-during the outage. A watchdog pings the idle connection and restarts it if Redis stops answering
-(a half-open TCP connection looks healthy otherwise).
+gaps that connections must close. Here the supervisor owns reconnection: on any failure it
+backs off with jitter, resubscribes every live channel on a new connection and, once each
+channel's `SUBSCRIBE` is acknowledged, marks a gap on the connections that were open during
+the outage; each one then backfills from history (or gets `resync`, see live/stream.py).
+A watchdog pings the idle connection and restarts it if Redis stops answering (a half-open
+TCP connection looks healthy otherwise).
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from events.channels import user_channel, valid_user_id
 from quart_gateway.aio.backoff import Backoff
 from quart_gateway.aio.concurrency import current_task_cancelling, first_completed
 from quart_gateway.live import disconnect
-from quart_gateway.live.disconnect import Ending
-from quart_gateway.live.messages import resync_frame
 from quart_gateway.live.subscriber import Subscriber
 from quart_gateway.live.wire import DropReason, Frame, decode_message
 from quart_gateway.ops.metrics import Metrics
@@ -62,12 +61,13 @@ class MultiplexerStatistics:
 
 
 class _Channel:
-    __slots__ = ("active", "name", "subscribers")
+    __slots__ = ("active", "legacy", "name", "subscribers")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.subscribers: set[Subscriber] = set()
         self.active = False  # SUBSCRIBE acknowledged on the current connection
+        self.legacy = False  # has carried events without ids (bare PUBLISH): not in history
 
 
 class Multiplexer:
@@ -90,7 +90,7 @@ class Multiplexer:
         self._channels: dict[str, _Channel] = {}
         self._inflight: Counter[str] = Counter()  # SUBSCRIBEs sent but not yet acknowledged
         self._commands: asyncio.Queue[tuple[str, ...]] = asyncio.Queue()
-        self._needs_resync: set[Subscriber] = set()
+        self._needs_gap: set[Subscriber] = set()
         self._conn: aioredis.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_heard = time.monotonic()
@@ -114,10 +114,9 @@ class Multiplexer:
             self._task = None
         await self._drop_connection()
 
-    def close_all(self, reason: Ending) -> None:
-        for channel in self._channels.values():
-            for sub in channel.subscribers:
-                sub.close(reason)
+    def subscribers(self) -> list[Subscriber]:
+        """Every connection registered now."""
+        return [sub for channel in self._channels.values() for sub in channel.subscribers]
 
     def statistics(self) -> MultiplexerStatistics:
         age = time.monotonic() - self._last_heard
@@ -160,7 +159,7 @@ class Multiplexer:
             yield sub
         finally:
             self._subscribers -= 1
-            self._needs_resync.discard(sub)
+            self._needs_gap.discard(sub)
             channel.subscribers.discard(sub)
             if not channel.subscribers and self._channels.get(name) is channel:
                 del self._channels[name]
@@ -228,7 +227,7 @@ class Multiplexer:
             # (Connections still waiting for their first confirmation have missed nothing.)
             for channel in self._channels.values():
                 if channel.active:
-                    self._needs_resync.update(channel.subscribers)
+                    self._needs_gap.update(channel.subscribers)
                     channel.active = False
             await asyncio.sleep(self._backoff.next_delay())
 
@@ -285,6 +284,8 @@ class Multiplexer:
             self._acknowledged(response[1].decode("utf-8", "replace"))
 
     def _dispatch(self, channel: _Channel, frame: Frame) -> None:
+        if frame.event_id is None:
+            channel.legacy = True
         delivered = 0
         for sub in channel.subscribers:
             if self._offer(sub, frame):
@@ -334,13 +335,11 @@ class Multiplexer:
         channel.active = True
         for sub in channel.subscribers:
             sub.activate()
-        stale = [sub for sub in channel.subscribers if sub in self._needs_resync]
-        if stale:
-            frame = resync_frame("redis_reconnected")
-            self._metrics.resyncs.labels(reason="redis_reconnected").inc(len(stale))
-            for sub in stale:
-                self._needs_resync.discard(sub)
-                self._offer(sub, frame)
+        for sub in channel.subscribers:
+            if sub in self._needs_gap:
+                # Each connection's pump backfills what it missed from history, or resyncs.
+                self._needs_gap.discard(sub)
+                sub.mark_gap(legacy=channel.legacy)
 
     async def _watchdog(self, conn: aioredis.Connection) -> None:
         """Ping when idle; fail the listener if Redis stops answering."""

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from quart_gateway.live import disconnect
 from quart_gateway.live.disconnect import Ending
@@ -30,6 +31,7 @@ class SubscriberStatistics:
 class Subscriber:
     __slots__ = (
         "_bytes",
+        "_gap",
         "_queue",
         "_waiter",
         "active",
@@ -56,6 +58,7 @@ class Subscriber:
         # appended, and an empty list costs 56 bytes where a deque costs 600.
         self._queue: list[Frame] = []
         self._bytes = 0
+        self._gap: Literal["ids", "legacy"] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.overflow_depth: tuple[int, int] = (0, 0)  # (events, bytes) queued at overflow
         self.active = False  # Redis has confirmed the subscription feeding this connection
@@ -99,9 +102,22 @@ class Subscriber:
             await self._wait()
         return self.close_reason is None
 
+    def mark_gap(self, *, legacy: bool = False) -> None:
+        """Called by the multiplexer when the subscription feeding this connection was lost and
+        is back: events published meanwhile did not arrive live. `legacy`: the channel has
+        carried events without ids, which history cannot replay. `get()` returns at once."""
+        self._gap = "legacy" if legacy or self._gap == "legacy" else "ids"
+        self._wake()
+
+    def take_gap(self) -> Literal["ids", "legacy"] | None:
+        """The gap marked since the last call, if any (and clear it)."""
+        gap, self._gap = self._gap, None
+        return gap
+
     async def get(self) -> list[Frame]:
-        """Everything queued, waiting for at least one frame; [] once the connection must end."""
-        while not self._queue and self.close_reason is None:
+        """Everything queued, waiting for at least one frame or a gap (then possibly []);
+        [] once the connection must end."""
+        while not self._queue and self.close_reason is None and self._gap is None:
             await self._wait()
         if self.close_reason is not None:
             return []

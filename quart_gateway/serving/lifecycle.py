@@ -1,7 +1,9 @@
 """Draining: what happens between SIGTERM and the server closing its sockets.
 
-`start_draining()` refuses new streams and asks every open one to end with SHUTDOWN (WebSocket
-1012; SSE a farewell event and a jittered `retry:`). `wait_drained()` returns once they have
+`start_draining(spread)` refuses new streams at once (and `/readyz` turns 503), then ends every
+open one with SHUTDOWN (WebSocket 1012; SSE a farewell event), each at a random moment within
+`spread` seconds and each with a jittered reconnect delay: a worker's clients come back spread
+over the window instead of all in the same second. `wait_drained()` returns once they have
 gone, or when the grace period runs out; the entry point then lets Hypercorn stop.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from contextlib import suppress
 
 from quart_gateway.live import disconnect
@@ -42,13 +45,24 @@ class Lifecycle:
             self._open = 0
             self._idle.set()
 
-    def start_draining(self) -> None:
-        if self._draining.is_set():
-            return
+    def start_draining(self, spread: float = 0.0) -> None:
+        """Refuse new streams and end the open ones, spread over `spread` seconds. Called
+        again with no spread (the lifespan's teardown), it ends what is still open at once."""
+        first = not self._draining.is_set()
         self._draining.set()
-        logger.info("draining: closing %d open streams", self._open)
-        if self._mux is not None:
-            self._mux.close_all(disconnect.SHUTDOWN)
+        if self._mux is None:
+            return
+        subscribers = self._mux.subscribers()
+        if first:
+            logger.info("draining: closing %d open streams over %.1fs", len(subscribers), spread)
+        if spread <= 0:
+            for sub in subscribers:
+                sub.close(disconnect.SHUTDOWN)
+            return
+        if first:
+            loop = asyncio.get_running_loop()
+            for sub in subscribers:
+                loop.call_later(random.uniform(0, spread), sub.close, disconnect.SHUTDOWN)
 
     async def wait_drained(self, timeout: float) -> bool:
         """True if every stream ended within `timeout` seconds."""

@@ -77,6 +77,12 @@ def tune_sockets(sockets: Sockets, settings: Settings) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
 
 
+def drain_spread(settings: Settings) -> float:
+    """Seconds over which the open streams are ended after SIGTERM: most of the drain budget,
+    leaving the rest for the last farewells to be written and the clients to leave."""
+    return 0.6 * drain_budget(settings)
+
+
 def drain_budget(settings: Settings) -> float:
     """Seconds for open streams to end after SIGTERM; the rest of the grace is for Hypercorn's
     own graceful close (1 s) and the lifespan's teardown."""
@@ -130,7 +136,7 @@ async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
         svc: Services | None = app.extensions.get(EXTENSION_KEY)
         if svc is not None:
             started = time.monotonic()
-            svc.lifecycle.start_draining()
+            svc.lifecycle.start_draining(spread=drain_spread(settings))
             drained = await svc.lifecycle.wait_drained(drain_budget(settings))
             logger.info("drained in %.2fs", time.monotonic() - started, extra={"complete": drained})
 

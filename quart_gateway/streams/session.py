@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
 
 from quart_gateway.admission.auth import Principal
+from quart_gateway.admission.pipeline import Admitted, Transport
 from quart_gateway.live import disconnect
 from quart_gateway.live.stream import StreamGuard, frames
 from quart_gateway.live.subscriber import Subscriber
@@ -15,8 +15,6 @@ from quart_gateway.live.wire import Frame
 from quart_gateway.ops import logs
 from quart_gateway.services import Services
 from quart_gateway.streams.asgi import Receive
-
-Transport = Literal["ws", "sse"]
 
 # The ASGI message that tells a handler its client went away.
 _GONE = {"ws": "websocket.disconnect", "sse": "http.disconnect"}
@@ -40,7 +38,7 @@ async def live_stream(
     try:
         async with svc.mux.subscribe(user_id) as sub:
             logs.bind(conn_id=sub.conn_id)
-            guard = StreamGuard(sub, principal)
+            guard = StreamGuard(sub, principal, svc.settings.max_connection_seconds)
             if svc.lifecycle.draining:  # SIGTERM arrived while this stream was being set up
                 sub.close(disconnect.SHUTDOWN)
             reader = asyncio.create_task(_read_until_gone(receive, _GONE[transport], sub))
@@ -58,7 +56,11 @@ async def live_stream(
 
 
 def stream_frames(
-    svc: Services, sub: Subscriber, transport: Transport, last_event_id: str | None
+    svc: Services,
+    sub: Subscriber,
+    transport: Transport,
+    last_event_id: str | None,
+    admitted: Admitted,
 ) -> AsyncIterator[list[Frame]]:
     return frames(
         sub,
@@ -67,6 +69,7 @@ def stream_frames(
         last_event_id=last_event_id,
         history=svc.history,
         metrics=svc.metrics,
+        on_connected=admitted.set_up,
     )
 
 

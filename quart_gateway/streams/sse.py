@@ -10,15 +10,13 @@ jittered `retry:` and an immediate end: never a 5xx, which EventSource treats as
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from quart import Blueprint, request
 from quart_schema import document_response, tag
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from quart_gateway.admission.auth import Principal
-from quart_gateway.admission.pipeline import Attempt, Refused, admit
+from quart_gateway.admission.pipeline import Admitted, Attempt, Refused, admit
 from quart_gateway.errors import GatewayError
 from quart_gateway.live import disconnect
 from quart_gateway.live.messages import disconnect_frame
@@ -80,18 +78,22 @@ async def serve(svc: Services, request: StreamRequest, receive: Receive, send: S
             await _start(send, request, cors)
             # First bytes at once: proxies and Heroku's router wait for them.
             await _body(send, sse_retry(svc.settings.sse_retry_ms) + sse_comment("stream open"))
-            if await _stream(svc, verdict.principal, last_event_id, receive, send):
+            if await _stream(svc, verdict, last_event_id, receive, send):
                 await _end(send, b"")
         except OSError as exc:  # the kernel gave up on the peer (TCP_USER_TIMEOUT, reset)
             logger.debug("event stream lost its connection: %s", exc)
 
 
 async def _stream(
-    svc: Services, principal: Principal, last_event_id: str | None, receive: Receive, send: Send
+    svc: Services,
+    admitted: Admitted,
+    last_event_id: str | None,
+    receive: Receive,
+    send: Send,
 ) -> bool:
     """Stream until the connection ends, then send the farewell. False: the client is gone."""
-    async with live_stream(svc, principal, "sse", receive) as sub:
-        async for batch in stream_frames(svc, sub, "sse", last_event_id):
+    async with live_stream(svc, admitted.principal, "sse", receive) as sub:
+        async for batch in stream_frames(svc, sub, "sse", last_event_id, admitted):
             await _body(send, batch[0].sse if len(batch) == 1 else b"".join(f.sse for f in batch))
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
         if reason is disconnect.CLIENT_GONE:
@@ -102,11 +104,11 @@ async def _stream(
 
 
 def _farewell(svc: Services, reason: disconnect.Ending) -> bytes:
-    retry = svc.settings.sse_retry_ms
-    if reason is disconnect.SHUTDOWN:
-        # Spread the reconnects of every client of this worker over a few seconds.
-        retry = random.randint(500, max(1000, 2 * retry))
-    return sse_retry(retry) + disconnect_frame(reason).sse
+    """`retry:` and the `disconnect` message. A restart or an overload asks for a jittered
+    delay (the same in both), so that the clients sent away do not return all at once."""
+    hint = disconnect.retry_hint_ms(reason)
+    retry = svc.settings.sse_retry_ms if hint is None else hint
+    return sse_retry(retry) + disconnect_frame(reason, hint).sse
 
 
 async def _start(send: Send, request: StreamRequest, cors: tuple[tuple[str, str], ...]) -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from quart_gateway.admission.auth import Principal
-from quart_gateway.admission.pipeline import Attempt, Refused, admit
+from quart_gateway.admission.pipeline import Admitted, Attempt, Refused, admit
 from quart_gateway.live import disconnect
 from quart_gateway.live.messages import disconnect_frame
 from quart_gateway.services import Services
@@ -29,17 +28,17 @@ async def serve(svc: Services, request: StreamRequest, receive: Receive, send: S
             return await _close(send, verdict.ending)
         try:
             await _accept(request, send)
-            await _stream(svc, verdict.principal, request, receive, send)
+            await _stream(svc, verdict, request, receive, send)
         except OSError as exc:  # the kernel gave up on the peer (TCP_USER_TIMEOUT, reset)
             logger.debug("websocket lost its connection: %s", exc)
 
 
 async def _stream(
-    svc: Services, principal: Principal, request: StreamRequest, receive: Receive, send: Send
+    svc: Services, admitted: Admitted, request: StreamRequest, receive: Receive, send: Send
 ) -> None:
-    async with live_stream(svc, principal, "ws", receive) as sub:
+    async with live_stream(svc, admitted.principal, "ws", receive) as sub:
         last_event_id = request.query.get("last_event_id")
-        async for batch in stream_frames(svc, sub, "ws", last_event_id):
+        async for batch in stream_frames(svc, sub, "ws", last_event_id, admitted):
             for frame in batch:
                 await send({"type": "websocket.send", "text": frame.text})
         reason = sub.close_reason or disconnect.INTERNAL_ERROR
@@ -53,5 +52,6 @@ async def _accept(request: StreamRequest, send: Send) -> None:
 
 
 async def _close(send: Send, reason: disconnect.Ending) -> None:
-    await send({"type": "websocket.send", "text": disconnect_frame(reason).text})
+    notice = disconnect_frame(reason, disconnect.retry_hint_ms(reason))
+    await send({"type": "websocket.send", "text": notice.text})
     await send({"type": "websocket.close", "code": reason.code, "reason": reason.reason})

@@ -357,7 +357,8 @@ async def test_hostile_publishes_leave_other_streams_intact(
         # Hostile events of a registered type are forwarded, as harmless renderings only.
         assert got.others(nonce), "no hostile event reached the victim: the test is void"
         for message in got.others(nonce):
-            assert message.get("event") in REGISTERED_EVENT_TYPES, message
+            if message.get("event") != "ping":  # the gateway's own heartbeat
+                assert message.get("event") in REGISTERED_EVENT_TYPES, message
     for got in (*received.values(), *third_received.values()):
         assert not got.ended, got.error
         assert got.event_lines == []

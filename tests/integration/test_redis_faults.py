@@ -25,6 +25,9 @@ async def _proxy(redis_server: EmbeddedRedis) -> AsyncIterator[TcpProxy]:
     await proxy.close()
 
 
+LEGACY = '{"event":"class_created","class_id":"legacy","class_designation":"x"}'
+
+
 async def test_a_silent_redis_is_detected_and_the_listener_recovers(
     make_settings: SettingsFactory, proxy: TcpProxy, redis_url: str, user_id: str
 ) -> None:
@@ -37,6 +40,9 @@ async def test_a_silent_redis_is_detected_and_the_listener_recovers(
         connect(f"{live.ws_url}/ws?token={make_token(user_id)}") as conn,
     ):
         assert (await ws_next(conn))["event"] == "connected"
+        # A bare PUBLISH: history cannot backfill this channel, so the gap ends in resync.
+        await direct.publish(f"ws:{user_id}", LEGACY)
+        assert (await ws_next(conn))["class_id"] == "legacy"
         proxy.pause()  # TCP stays up, nothing gets through: a half-open connection
         await wait_until(lambda: not live.services.mux.statistics().healthy, timeout=5)
         proxy.cut()
@@ -62,6 +68,8 @@ async def test_a_cut_connection_is_resubscribed_with_every_channel(
         for user in users:
             conn = await connect(f"{live.ws_url}/ws?token={make_token(user)}")
             assert (await ws_next(conn))["event"] == "connected"
+            await direct.publish(f"ws:{user}", LEGACY)  # history cannot backfill: resync
+            assert (await ws_next(conn))["class_id"] == "legacy"
             sockets.append(conn)
         for _ in range(3):  # repeatedly: the backoff resets after each success
             proxy.cut()

@@ -25,19 +25,37 @@ from quart_gateway.ops.metrics import Metrics
 HEARTBEAT = 15.0
 
 
-class FakeHistory:
-    """Answers every `since()` with one prepared replay, or fails like an unreadable Redis."""
+CURSOR = "0-1"
 
-    def __init__(self, replay: Replay | None = None, *, fails: bool = False) -> None:
+
+class FakeHistory:
+    """Answers every `since()` with one prepared replay and every `cursor()` with one id, or
+    fails like an unreadable Redis."""
+
+    def __init__(
+        self,
+        replay: Replay | None = None,
+        *,
+        fails: bool = False,
+        cursor: str | None = CURSOR,
+    ) -> None:
         self.replay = replay if replay is not None else Replay([])
         self.fails = fails
+        self.next_cursor = cursor  # None: the cursor read fails
         self.calls: list[tuple[str, str]] = []
+        self.cursors = 0
 
     async def since(self, user_id: str, last_id: str) -> Replay:
         self.calls.append((user_id, last_id))
         if self.fails:
             raise HistoryUnavailableError("ConnectionError")
         return self.replay
+
+    async def cursor(self, user_id: str) -> str:
+        self.cursors += 1
+        if self.next_cursor is None:
+            raise HistoryUnavailableError("ConnectionError")
+        return self.next_cursor
 
 
 def event(event_id: str | None, n: int = 0) -> Frame:
@@ -107,7 +125,10 @@ async def test_connected_comes_first(sub: Subscriber, metrics: Metrics) -> None:
         "ws",
         HEARTBEAT,
     )
-    assert first.event_id is None
+    # The cursor: also the SSE id, so EventSource resumes from it with nothing received.
+    assert connected.cursor == CURSOR
+    assert first.event_id == (0, 1)
+    assert first.sse.startswith(b"id: 0-1\n")
 
 
 async def test_without_a_last_id_only_live_frames_follow(sub: Subscriber, metrics: Metrics) -> None:
@@ -117,8 +138,9 @@ async def test_without_a_last_id_only_live_frames_follow(sub: Subscriber, metric
         live = [event("1-0", 1), event(None, 2)]
         for f in live:
             sub.offer(f)
-        assert await next_batch(it) == live  # nothing dropped: there is no watermark
+        assert await next_batch(it) == live  # all after the cursor: nothing dropped
     assert history.calls == []
+    assert history.cursors == 1
 
 
 async def test_complete_replay_then_live_without_duplicates(
@@ -199,11 +221,15 @@ async def test_a_gap_is_a_resync_and_live_frames_are_not_filtered(
 async def test_an_unreadable_history_is_a_resync_and_counted(
     sub: Subscriber, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with aclosing(stream(sub, FakeHistory(fails=True), metrics, "1-0")) as it:
-        await next_batch(it)
+    history = FakeHistory(fails=True, cursor=None)
+    async with aclosing(stream(sub, history, metrics, "1-0")) as it:
+        (connected,) = await next_batch(it)
         (resync,) = await next_batch(it)
+        sub.offer(event("1-0"))
+        assert ids(await next_batch(it)) == ["1-0"]  # no cursor: no watermark either
     assert isinstance(message(resync), events.Resync)
-    assert counter(metrics, "gateway_redis_errors_total", operation="history") == 1
+    assert message(connected).model_dump().get("cursor") is None
+    assert counter(metrics, "gateway_redis_errors_total", operation="history") == 2
     assert counter(metrics, "gateway_resyncs_total", reason="history_unavailable") == 1
     assert "history unavailable for resume: ConnectionError" in caplog.text
 
@@ -228,3 +254,70 @@ async def test_the_stream_ends_when_the_subscriber_is_closed(
         sub.close(disconnect.TOKEN_EXPIRED)
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(waiting, 1)
+
+
+async def test_live_frames_up_to_the_cursor_are_covered_by_hydration(
+    sub: Subscriber, metrics: Metrics
+) -> None:
+    # Published after the subscription and before the cursor was read: before `connected`,
+    # so the hydration that follows it includes them.
+    sub.offer(event("0-1"))
+    sub.offer(event("0-2"))
+    async with aclosing(stream(sub, FakeHistory(), metrics)) as it:
+        await next_batch(it)
+        assert ids(await next_batch(it)) == ["0-2"]
+
+
+async def test_a_gap_is_backfilled_from_the_last_id_sent(sub: Subscriber, metrics: Metrics) -> None:
+    history = FakeHistory(Replay([event("3-0"), event("4-0")]))
+    async with aclosing(stream(sub, history, metrics)) as it:
+        await next_batch(it)
+        sub.offer(event("2-0"))
+        assert ids(await next_batch(it)) == ["2-0"]
+        sub.mark_gap()  # the pub/sub connection was lost and is back
+        sub.offer(event("4-0"))  # after the resubscription: live, and in history too
+        sub.offer(event("5-0"))
+        assert ids(await next_batch(it)) == ["3-0", "4-0", "5-0"]
+    assert history.calls == [("user-1", "2-0")]
+    assert counter(metrics, "gateway_resyncs_total", reason="redis_reconnected") == 0
+    assert counter(metrics, "gateway_events_replayed_total") == 2
+
+
+async def test_a_gap_right_after_connected_is_backfilled_from_the_cursor(
+    sub: Subscriber, metrics: Metrics
+) -> None:
+    history = FakeHistory(Replay([event("1-0")]))
+    async with aclosing(stream(sub, history, metrics)) as it:
+        await next_batch(it)
+        sub.mark_gap()
+        assert ids(await next_batch(it)) == ["1-0"]
+    assert history.calls == [("user-1", CURSOR)]
+
+
+@pytest.mark.parametrize("why", ["legacy_events", "history_trimmed", "no_cursor"])
+async def test_a_gap_history_cannot_cover_is_a_resync_with_a_new_cursor(
+    sub: Subscriber, metrics: Metrics, why: str
+) -> None:
+    history = FakeHistory(
+        Replay([], "trimmed") if why == "history_trimmed" else Replay([event("7-0")]),
+        cursor=None if why == "no_cursor" else CURSOR,
+    )
+    async with aclosing(stream(sub, history, metrics)) as it:
+        await next_batch(it)
+        history.next_cursor = "8-0" if why != "no_cursor" else None
+        # A channel that carries bare PUBLISHes: history cannot say what else was missed.
+        sub.mark_gap(legacy=why == "legacy_events")
+        sub.offer(event("8-0"))  # before the new cursor: covered by the re-hydration
+        sub.offer(event("9-0"))
+        batch = await next_batch(it)
+    resync = message(batch[0])
+    assert isinstance(resync, events.Resync)
+    assert resync.reason == "redis_reconnected"
+    assert counter(metrics, "gateway_resyncs_total", reason="redis_reconnected") == 1
+    if why == "no_cursor":
+        assert resync.cursor is None
+        assert ids(batch[1:]) == ["8-0", "9-0"]
+    else:
+        assert resync.cursor == "8-0"
+        assert batch[0].sse.startswith(b"id: 8-0\n")
+        assert ids(batch[1:]) == ["9-0"]

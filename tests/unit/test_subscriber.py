@@ -81,7 +81,7 @@ def test_catalogue_codes_are_unique_per_reason() -> None:
     assert len(reasons) == len(set(reasons))
     for d in disconnect.CATALOGUE:
         assert len(d.reason.encode()) <= 123
-        assert d.code in (1008, 1011, 1012) or 4000 <= d.code <= 4999
+        assert d.code in (1008, 1011, 1012, 1013) or 4000 <= d.code <= 4999  # RFC 6455 or private
 
 
 async def test_a_single_large_frame_passes_an_empty_queue() -> None:

@@ -196,6 +196,10 @@ export interface StudentUpdated {
  */
 export interface Connected {
   connection_id: string;
+  /**
+   * Position in the user's history from which nothing can be missed: resume from it (`last_event_id`) if the stream ends before any event arrives. On SSE it is also the frame's `id:`, so EventSource sends it as `Last-Event-ID` by itself. Absent when the history could not be read.
+   */
+  cursor?: string | null;
   event: "connected";
   /**
    * Seconds between `ping` messages
@@ -228,6 +232,10 @@ export interface Ping {
  * Events may have been missed: re-hydrate through the status endpoint.
  */
 export interface Resync {
+  /**
+   * The new resume position after re-hydrating, as in `connected`.
+   */
+  cursor?: string | null;
   event: "resync";
   /**
    * History id (Redis Stream id) when published through `publishers`; absent on legacy bare-PUBLISH events and on system events.
@@ -255,6 +263,10 @@ export interface Disconnect {
    * Whether the client should reconnect
    */
   reconnect: boolean;
+  /**
+   * How long to wait before reconnecting, in milliseconds, when the gateway asks for a delay (restart, overload): jittered, so that clients come back spread out.
+   */
+  retry_ms?: number | null;
   /**
    * ISO 8601, UTC
    */
