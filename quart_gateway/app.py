@@ -22,7 +22,7 @@ from quart_gateway.ops import correlation, health, logs
 from quart_gateway.serving import ws_compression
 from quart_gateway.serving.lifespan import Lifespan
 from quart_gateway.settings import Settings
-from quart_gateway.streams import sse
+from quart_gateway.streams import sse, tickets
 from quart_gateway.streams.dispatch import StreamingQuart
 
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
-    for module in (status, health, sse):
+    for module in (status, health, sse, tickets):
         app.register_blueprint(module.blueprint)
     if settings.dev_mode:  # /demo and /dev/*: never registered outside dev mode
         app.register_blueprint(dev.blueprint)

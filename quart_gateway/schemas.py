@@ -19,6 +19,13 @@ class BatchStatusResponse(BaseModel):
     )
 
 
+class StreamTicketResponse(BaseModel):
+    ticket: str = Field(
+        description="Opaque single-use credential for `/ws?ticket=` or `/events?ticket=`"
+    )
+    expires_in: int = Field(description="Seconds the ticket stays valid if unused")
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. `forbidden`")
     message: str

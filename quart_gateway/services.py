@@ -13,6 +13,7 @@ from quart_gateway.admission.connection_limit import ConnectionLimiter
 from quart_gateway.admission.cors import CorsPolicy
 from quart_gateway.admission.overload import SetupGate
 from quart_gateway.admission.ratelimit import RateLimiter
+from quart_gateway.admission.tickets import TicketStore
 from quart_gateway.aio.supervisor import TaskSupervisor
 from quart_gateway.live.history import HistoryReader
 from quart_gateway.live.multiplexer import Multiplexer
@@ -38,11 +39,19 @@ class Services:
     tasks: TaskSupervisor
     cors: CorsPolicy = field(init=False)
     setup_gate: SetupGate = field(init=False)
+    tickets: TicketStore = field(init=False)
+    ticket_rate_limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.cors = CorsPolicy.of(self.settings.cors_origins)
         self.setup_gate = SetupGate(
             self.settings.admission_max_pending, self.settings.admission_max_per_second
+        )
+        self.tickets = TicketStore(
+            self.redis, self.settings.stream_ticket_ttl_seconds, self.metrics
+        )
+        self.ticket_rate_limiter = RateLimiter(
+            self.redis, self.settings.stream_ticket_rate_limit, self.metrics, scope="stream-ticket"
         )
 
 

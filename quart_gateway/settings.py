@@ -108,6 +108,10 @@ class Settings:
     # --- limits ---
     status_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(50, 60))
     max_connections_per_user: int = 10
+    # --- stream tickets (docs/protocol.md) ---
+    stream_ticket_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(30, 60))
+    stream_ticket_ttl_seconds: int = 30
+    allow_query_tokens: bool = True  # `?token=<jwt>` on /ws and /events
     # --- streams ---
     heartbeat_interval_seconds: float = 15.0
     sse_retry_ms: int = 3000  # EventSource reconnect delay sent in `retry:` on open
@@ -175,6 +179,11 @@ class Settings:
             service_id=env.text("SERVICE_ID") or "api-gateway-service",
             status_rate_limit=env.rate("STATUS_RATE_LIMIT", "50/minute"),
             max_connections_per_user=env.integer("MAX_CONNECTIONS_PER_USER", 10, low=1),
+            stream_ticket_rate_limit=env.rate("STREAM_TICKET_RATE_LIMIT", "30/minute"),
+            stream_ticket_ttl_seconds=env.integer(
+                "STREAM_TICKET_TTL_SECONDS", 30, low=1, high=3600
+            ),
+            allow_query_tokens=env.flag("ALLOW_QUERY_TOKENS", True),
             heartbeat_interval_seconds=env.number("HEARTBEAT_INTERVAL_SECONDS", 15.0, low=0.05),
             sse_retry_ms=env.integer("SSE_RETRY_MS", 3000, low=0),
             subscriber_queue_events=env.integer("SUBSCRIBER_QUEUE_EVENTS", 1000, low=1),

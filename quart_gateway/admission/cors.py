@@ -18,7 +18,7 @@ from quart_gateway.ops.correlation import CORRELATION_HEADER
 
 ALLOW_HEADERS = ("Authorization", "Last-Event-ID", "Content-Type", CORRELATION_HEADER)
 EXPOSE_HEADERS = (CORRELATION_HEADER, "Retry-After")
-ALLOW_METHODS = ("GET", "OPTIONS")
+ALLOW_METHODS = ("GET", "POST", "OPTIONS")  # POST: /v1/stream-tickets
 MAX_AGE_SECONDS = 600
 
 

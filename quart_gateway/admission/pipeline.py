@@ -44,7 +44,9 @@ class Attempt:
 
     transport: Transport
     origin: str | None
-    token: str | None  # `Authorization: Bearer` or `?token=`
+    token: str | None  # `Authorization: Bearer`
+    ticket: str | None = None  # `?ticket=`: a single-use stream ticket (admission/tickets.py)
+    query_token: str | None = None  # `?token=`: refused unless ALLOW_QUERY_TOKENS
 
 
 class _Slot:
@@ -112,7 +114,7 @@ async def _decide(svc: Services, attempt: Attempt, slot: _Slot) -> Admitted | Re
         logger.info("stream from an origin not allowed", extra={"origin": attempt.origin})
         return Refused(disconnect.ORIGIN_NOT_ALLOWED, None)
     try:
-        principal = await svc.verifier.verify(attempt.token)
+        principal = await _principal(svc, attempt)
     except AuthError as exc:
         logger.info("stream refused: %s", exc.message)
         return Refused(disconnect.INVALID_TOKEN, exc)
@@ -127,3 +129,15 @@ async def _decide(svc: Services, attempt: Attempt, slot: _Slot) -> Admitted | Re
             TooManyConnectionsError(retry_after=TOO_MANY_RETRY_AFTER_SECONDS),
         )
     return Admitted(principal, lease, slot)
+
+
+async def _principal(svc: Services, attempt: Attempt) -> Principal:
+    """The user of the attempt's credential: the header's JWT, else the ticket, else the
+    query's JWT (only while ALLOW_QUERY_TOKENS)."""
+    if attempt.token is not None:
+        return await svc.verifier.verify(attempt.token)
+    if attempt.ticket is not None:
+        return await svc.tickets.redeem(attempt.ticket)
+    if attempt.query_token is not None and not svc.settings.allow_query_tokens:
+        raise AuthError("Tokens in URLs are not accepted; use a stream ticket")
+    return await svc.verifier.verify(attempt.query_token)

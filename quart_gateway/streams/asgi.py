@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from quart_gateway.admission.auth import bearer_token
+from quart_gateway.admission.pipeline import Attempt, Transport
 from quart_gateway.ops.correlation import CORRELATION_HEADER, correlation_id
 
 Scope = dict[str, Any]
@@ -18,7 +19,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 _READ_HEADERS = frozenset({"authorization", "origin", "last-event-id", CORRELATION_HEADER.lower()})
-_READ_PARAMS = frozenset({"token", "last_event_id"})
+_READ_PARAMS = frozenset({"token", "ticket", "last_event_id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +46,15 @@ class StreamRequest:
         supplied = headers.get(CORRELATION_HEADER.lower())
         return cls(headers, query, correlation_id(supplied))
 
-    @property
-    def token(self) -> str | None:
-        """The JWT of `Authorization: Bearer`, else of `?token=` (EventSource sets no headers)."""
-        return bearer_token(self.headers.get("authorization")) or self.query.get("token")
+    def attempt(self, transport: Transport) -> Attempt:
+        """The credentials admission weighs: `Authorization: Bearer`, `?ticket=`, `?token=`."""
+        return Attempt(
+            transport,
+            self.headers.get("origin"),
+            bearer_token(self.headers.get("authorization")),
+            ticket=self.query.get("ticket"),
+            query_token=self.query.get("token"),
+        )
 
     def response_headers(self, *extra: tuple[str, str]) -> list[tuple[bytes, bytes]]:
         pairs = [(CORRELATION_HEADER, self.correlation_id), *extra]

@@ -1,7 +1,8 @@
 """/events: live events over Server-Sent Events, for where proxies block WebSockets.
 
-`GET /events` is served as plain ASGI (see dispatch.py). Auth is `Authorization: Bearer` or
-`?token=` (EventSource cannot set headers); a bad token is a 401 before any streaming. Once
+`GET /events` is served as plain ASGI (see dispatch.py). Auth is `Authorization: Bearer`,
+`?ticket=` (a single-use stream ticket: EventSource cannot set headers) or `?token=`; a bad
+credential is a 401 before any streaming. Once
 streaming, every ending is a `disconnect` event and a clean end of the body; EventSource
 reconnects after `retry:` with `Last-Event-ID`. While draining, new requests get 200, a
 jittered `retry:` and an immediate end: never a 5xx, which EventSource treats as permanent.
@@ -16,7 +17,7 @@ from quart import Blueprint, request
 from quart_schema import document_response, tag
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from quart_gateway.admission.pipeline import Admitted, Attempt, Refused, admit
+from quart_gateway.admission.pipeline import Admitted, Refused, admit
 from quart_gateway.errors import GatewayError
 from quart_gateway.live import disconnect
 from quart_gateway.live.messages import disconnect_frame
@@ -66,7 +67,7 @@ async def events() -> Any:
 
 async def serve(svc: Services, request: StreamRequest, receive: Receive, send: Send) -> None:
     cors = svc.cors.stream_headers(request.headers.get("origin"))
-    attempt = Attempt("sse", request.headers.get("origin"), request.token)
+    attempt = request.attempt("sse")
     async with admit(svc, attempt) as verdict:
         if isinstance(verdict, Refused):
             if verdict.error is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from quart_gateway.admission.pipeline import Admitted, Attempt, Refused, admit
+from quart_gateway.admission.pipeline import Admitted, Refused, admit
 from quart_gateway.live import disconnect
 from quart_gateway.live.messages import disconnect_frame
 from quart_gateway.services import Services
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 async def serve(svc: Services, request: StreamRequest, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
-    attempt = Attempt("ws", request.headers.get("origin"), request.token)
+    attempt = request.attempt("ws")
     async with admit(svc, attempt) as verdict:
         if isinstance(verdict, Refused):
             await _accept(request, send)

@@ -79,7 +79,7 @@ async def test_tokens_never_reach_the_logs(
     async with http.stream(
         "GET", f"{gateway.url}/events", params={"token": token, "ticket": "T-secret"}
     ) as response:
-        await SseClient(response).next()
+        assert response.status_code == 401  # an unknown ticket: a ticket wins over ?token=
     async with connect(f"{gateway.ws_url}/ws?token={token}") as conn:
         await ws_next(conn)
     async with connect(f"{gateway.ws_url}/ws?token={bad}") as conn:
@@ -93,6 +93,38 @@ async def test_tokens_never_reach_the_logs(
     for line in logs.splitlines():
         if line.startswith("{"):
             json.loads(line)  # one JSON object per line
+
+
+async def test_stream_tickets_never_reach_the_logs(
+    gateway_process: ProcessFactory, http: httpx.AsyncClient, redis_url: str, user_id: str
+) -> None:
+    gateway = await gateway_process({"REDIS_URL": redis_url, "LOG_LEVEL": "DEBUG"})
+    token = make_token(user_id)
+    tickets = []
+    for _ in range(3):
+        response = await http.post(
+            f"{gateway.url}/v1/stream-tickets", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 201
+        tickets.append(response.json()["ticket"])
+    sse_ticket, ws_ticket, unused = tickets
+    async with http.stream("GET", f"{gateway.url}/events?ticket={sse_ticket}") as response:
+        await SseClient(response).next()
+    spent = await http.get(f"{gateway.url}/events?ticket={sse_ticket}")  # refused: logged
+    assert spent.status_code == 401
+    async with connect(f"{gateway.ws_url}/ws?ticket={ws_ticket}&last_event_id=1-0") as conn:
+        await ws_next(conn)
+    async with connect(f"{gateway.ws_url}/ws?ticket={ws_ticket}") as conn:
+        await ws_close_of(conn)
+    gateway.terminate()
+    gateway.wait(15)
+    logs = gateway.logs()
+    assert "POST /v1/stream-tickets" in logs
+    assert "GET /events" in logs  # the access log is there...
+    assert "/ws" in logs
+    assert "stream refused" in logs
+    for secret in (*tickets, token, token.split(".")[2], unused):
+        assert secret not in logs  # ...without the credentials
 
 
 async def test_sigterm_closes_streams_cleanly_and_exits_in_time(

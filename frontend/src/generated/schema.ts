@@ -84,6 +84,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stream-tickets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A ticket that opens one stream for the token's user: `/ws?ticket=` or `/events?ticket=`.
+         * @description The JWT travels only in the `Authorization` header, never in a URL. The ticket works once
+         *     (on any worker or host), within `expires_in` seconds; the stream still ends at the JWT's
+         *     `exp`. Rate-limited per user (`STREAM_TICKET_RATE_LIMIT`). Ask for a new ticket before
+         *     every connection attempt.
+         */
+        post: operations["post_post_stream_ticket"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -345,6 +368,66 @@ export interface operations {
                 };
             };
             504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: components["schemas"]["ErrorDetail"];
+                    };
+                };
+            };
+        };
+    };
+    post_post_stream_ticket: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * Expires In
+                         * @description Seconds the ticket stays valid if unused
+                         */
+                        expires_in: number;
+                        /**
+                         * Ticket
+                         * @description Opaque single-use credential for `/ws?ticket=` or `/events?ticket=`
+                         */
+                        ticket: string;
+                    };
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: components["schemas"]["ErrorDetail"];
+                    };
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        error: components["schemas"]["ErrorDetail"];
+                    };
+                };
+            };
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
