@@ -32,8 +32,9 @@ CHROMIUM_ARGS = [
 # A single-page app on its own origin that loads the client from the gateway's /static, as a
 # frontend would. It records what the client reports on `window.record` and in the DOM.
 # Query: `gateway` (where the client is loaded from), `url` (where it connects; default
-# `gateway`), `transport`, `token` (what getToken returns) and `refresh` (the name of a
-# function the test exposes on `window` to serve as refreshToken).
+# `gateway`), `transport`, `token` (what getToken returns), `tokenHook` (the name of a
+# function the test exposes on `window` to serve as getToken instead: no JWT in any URL),
+# `refresh` (likewise for refreshToken) and `share` (`false`: one stream per tab).
 HARNESS_PAGE = """<!doctype html>
 <meta charset="utf-8"><title>gateway client harness</title>
 <p id="state" data-state="none"></p><p id="error"></p><ol id="events"></ol>
@@ -43,13 +44,20 @@ const gateway = params.get("gateway");
 const record = (window.record = {
   ids: [], states: [], connected: 0, resyncs: 0, auth: [],
   statuses: [], resumed: [], pings: 0, lastMessageAt: 0, tokenCalls: 0, refreshCalls: 0,
+  roles: [], messages: [],
 });
 const { GatewayClient } = await import(gateway + "/static/gateway-client.js");
 const refresh = params.get("refresh");  // the name of a hook exposed by the test
 const client = new GatewayClient({
   url: params.get("url") || gateway,
   transport: params.get("transport"),
-  getToken: () => { record.tokenCalls += 1; return params.get("token"); },
+  getToken: async () => {
+    record.tokenCalls += 1;
+    const hook = params.get("tokenHook");
+    return hook ? await window[hook]() : params.get("token");
+  },
+  share: params.get("share") !== "false",
+  onShare: (role) => { record.roles.push(role); },
   refreshToken: refresh ? async () => { record.refreshCalls += 1; return await window[refresh](); }
                         : undefined,
   backoff: { initialMs: 200, maxMs: 600 },
@@ -62,6 +70,7 @@ const client = new GatewayClient({
   },
   onMessage: (message) => {
     record.lastMessageAt = Date.now();
+    if (message.event !== "ping") record.messages.push(message.event);
     if (message.event === "ping") record.pings += 1;
   },
   onConnected: (info) => { record.connected += 1; record.resumed.push(info.resumed); },

@@ -68,7 +68,7 @@ async def test_a_refused_token_shows_an_auth_error_and_is_not_retried(
     attempts: list[str] = []
 
     def on_request(request: Any) -> None:
-        if "/events" in request.url:
+        if "/events" in request.url or "/v1/stream-tickets" in request.url:
             attempts.append(request.url)
 
     page.on("request", on_request)
@@ -84,5 +84,5 @@ async def test_a_refused_token_shows_an_auth_error_and_is_not_retried(
     assert record["connected"] == 0
     assert len(record["auth"]) == 1
     assert record["states"][-1] == "auth_failed"
-    # SSE: the EventSource request and one fetch probe that sees the 401. WS: one socket.
-    assert len(attempts) == (2 if transport == "sse" else 1), attempts
+    # The ticket request sees the 401: no stream is even attempted.
+    assert attempts == [f"{gateway.url}/v1/stream-tickets"], attempts

@@ -45,10 +45,13 @@ class Attempts:
     def __init__(self, page: Page) -> None:
         self.urls: list[str] = []
         self.times: list[float] = []
+        self.tickets = 0  # POST /v1/stream-tickets requests
         page.on("request", lambda request: self._seen(request.url, "/events"))
         page.on("websocket", lambda ws: self._seen(ws.url, "/ws"))
 
     def _seen(self, url: str, path: str) -> None:
+        if urlsplit(url).path == "/v1/stream-tickets":
+            self.tickets += 1
         if urlsplit(url).path == path:
             self.urls.append(url)
             self.times.append(time.monotonic())
@@ -139,12 +142,14 @@ async def test_token_expiry_refreshes_the_token_and_resumes_without_loss_or_dupl
     assert record["refreshCalls"] == 1
     assert record["auth"] == []
     assert record["resumed"] == [False, True]
-    # One stream per token: the second carries the refreshed token and the last id.
+    # Two streams, each with a ticket of its own (no token in the URL); the second resumes
+    # after the last event.
     assert len(attempts.urls) == 2, attempts.urls
-    assert attempts.query(0)["token"] == short
-    assert "last_event_id" not in attempts.query(0)
-    assert attempts.query(1)["token"] == fresh
+    assert attempts.query(0).keys() == {"ticket"}
+    assert attempts.query(1).keys() == {"ticket", "last_event_id"}
+    assert attempts.query(0)["ticket"] != attempts.query(1)["ticket"]
     assert attempts.query(1)["last_event_id"] == before[-1]
+    assert attempts.tickets == 2
 
 
 # --- heartbeat liveness ------------------------------------------------------------------------
