@@ -13,11 +13,18 @@ import asyncio
 import logging
 import random
 from contextlib import suppress
+from typing import Protocol
 
 from quart_gateway.live import disconnect
-from quart_gateway.live.multiplexer import Multiplexer
+from quart_gateway.live.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
+
+
+class Connections(Protocol):
+    """Where the open streams are registered (the multiplexer)."""
+
+    def subscribers(self) -> list[Subscriber]: ...
 
 
 class Lifecycle:
@@ -26,9 +33,9 @@ class Lifecycle:
         self._idle = asyncio.Event()
         self._idle.set()
         self._open = 0
-        self._mux: Multiplexer | None = None
+        self._mux: Connections | None = None
 
-    def attach(self, mux: Multiplexer) -> None:
+    def attach(self, mux: Connections) -> None:
         self._mux = mux
 
     @property
