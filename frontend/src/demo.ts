@@ -1,5 +1,6 @@
 // The dev-mode demo page (GET /demo): mints a token through /dev/token, opens a stream with the
-// browser client, hydrates batch status after `connected` and on `resync`, and lists events.
+// browser client (with a stream ticket; the tabs of this browser share one stream), hydrates
+// batch status after `connected` and on `resync`, and lists events.
 import { GatewayClient, type StatusChange, type Transport } from "./gateway-client.js";
 import type { GatewayEvent } from "./generated/events.js";
 import type { operations } from "./generated/schema.js";
@@ -11,6 +12,7 @@ const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) 
 const userInput = $<HTMLInputElement>("user");
 const transportSelect = $<HTMLSelectElement>("transport");
 const connection = $<HTMLSpanElement>("connection");
+const sharing = $<HTMLSpanElement>("sharing");
 const errorBox = $<HTMLDivElement>("error");
 const eventList = $<HTMLOListElement>("events");
 const batchBox = $<HTMLDivElement>("batches");
@@ -118,6 +120,17 @@ function showStatus(status: StatusChange): void {
   if (status.state === "open") errorBox.classList.remove("shown");
 }
 
+/** How many tabs of this browser share the stream, and this tab's part in it. */
+async function showSharing(): Promise<void> {
+  const tabs = await client.sharedTabs();
+  sharing.dataset["role"] = client.role;
+  sharing.dataset["tabs"] = String(tabs);
+  sharing.textContent =
+    client.role === "solo"
+      ? "own stream"
+      : `${tabs} tab${tabs === 1 ? "" : "s"} share one stream (this one: ${client.role})`;
+}
+
 const client = new GatewayClient({
   transport: params.get("transport") === "ws" ? "ws" : "sse",
   getToken: mintToken,
@@ -135,6 +148,7 @@ const client = new GatewayClient({
     }
   },
   onStatus: showStatus,
+  onShare: () => void showSharing(),
   onAuthError: (failure) => {
     errorBox.textContent = `Authentication failed (${failure.reason}); not retrying.`;
     errorBox.classList.add("shown");
@@ -166,3 +180,4 @@ $<HTMLButtonElement>("simulate").addEventListener("click", async () => {
 });
 
 client.start();
+setInterval(() => void showSharing(), 2_000); // tabs come and go

@@ -1,10 +1,12 @@
 // The dev-mode demo page (GET /demo): mints a token through /dev/token, opens a stream with the
-// browser client, hydrates batch status after `connected` and on `resync`, and lists events.
+// browser client (with a stream ticket; the tabs of this browser share one stream), hydrates
+// batch status after `connected` and on `resync`, and lists events.
 import { GatewayClient } from "./gateway-client.js";
 const $ = (id) => document.getElementById(id);
 const userInput = $("user");
 const transportSelect = $("transport");
 const connection = $("connection");
+const sharing = $("sharing");
 const errorBox = $("error");
 const eventList = $("events");
 const batchBox = $("batches");
@@ -105,6 +107,16 @@ function showStatus(status) {
     if (status.state === "open")
         errorBox.classList.remove("shown");
 }
+/** How many tabs of this browser share the stream, and this tab's part in it. */
+async function showSharing() {
+    const tabs = await client.sharedTabs();
+    sharing.dataset["role"] = client.role;
+    sharing.dataset["tabs"] = String(tabs);
+    sharing.textContent =
+        client.role === "solo"
+            ? "own stream"
+            : `${tabs} tab${tabs === 1 ? "" : "s"} share one stream (this one: ${client.role})`;
+}
 const client = new GatewayClient({
     transport: params.get("transport") === "ws" ? "ws" : "sse",
     getToken: mintToken,
@@ -124,6 +136,7 @@ const client = new GatewayClient({
         }
     },
     onStatus: showStatus,
+    onShare: () => void showSharing(),
     onAuthError: (failure) => {
         errorBox.textContent = `Authentication failed (${failure.reason}); not retrying.`;
         errorBox.classList.add("shown");
@@ -153,3 +166,4 @@ $("simulate").addEventListener("click", async () => {
     }
 });
 client.start();
+setInterval(() => void showSharing(), 2000); // tabs come and go

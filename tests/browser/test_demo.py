@@ -54,3 +54,34 @@ async def test_demo_page_shows_live_events_over_sse_and_websocket(
     connected = await page.locator("#events li[data-event=connected]").all_inner_texts()
     assert [text.split()[1] for text in reversed(connected)] == ["sse,", "ws,"]
     assert not await page.locator("#error.shown").count()
+
+
+async def test_demo_tabs_share_one_stream_and_say_so(
+    page: Page, gateway_process: ProcessFactory
+) -> None:
+    port = free_port()
+    gateway = await gateway_process(dev_env(port), port=port)
+    second = await page.context.new_page()
+    for tab in (page, second):
+        await tab.goto(f"{gateway.url}/demo")
+        await tab.wait_for_selector("#connection[data-state=open]")
+    for tab in (page, second):
+        await tab.wait_for_selector("#sharing[data-tabs='2']", timeout=5_000)
+    roles = [await tab.get_attribute("#sharing", "data-role") for tab in (page, second)]
+    assert sorted(roles) == ["follower", "leader"]
+    await simulate(gateway.url, "demo-user")
+    domain = "#events li[data-event-id]"
+    for tab in (page, second):
+        await tab.wait_for_function(
+            f"document.querySelectorAll('{domain}').length >= {EVENTS_PER_RUN}"
+        )
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{gateway.url}/metrics")).text
+    assert "gateway_connections" in metrics
+    gauge = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("gateway_connections{") or line.startswith("gateway_connections ")
+    ]
+    assert gauge, metrics
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in gauge) == 1  # one stream, two tabs
