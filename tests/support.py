@@ -230,6 +230,10 @@ async def ws_close_of(ws: Any, timeout: float = 5.0) -> tuple[int, str, list[dic
 # --- fault injection ---------------------------------------------------------------------------
 
 
+# How Redis (RESP2) starts each message it pushes to a subscriber.
+PUBSUB_MESSAGE = b"*3\r\n$7\r\nmessage\r\n"
+
+
 class TcpProxy:
     """A loopback TCP proxy in front of a server (Redis, or the gateway), to pause, freeze or
     cut the connections it carries, as a half-open or broken link would."""
@@ -242,6 +246,7 @@ class TcpProxy:
         self._flowing.set()
         self._server: asyncio.Server | None = None
         self._gates: list[asyncio.Event] = []
+        self._deaf: list[asyncio.Event] = []
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
@@ -268,14 +273,18 @@ class TcpProxy:
         gate = asyncio.Event()  # this connection's own: cleared by freeze()
         gate.set()
         self._gates.append(gate)
+        deaf = asyncio.Event()  # this connection's own: set by deafen()
+        self._deaf.append(deaf)
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool) -> None:
             try:
                 while data := await src.read(65536):
                     # Paused or frozen: deliver nothing, a silent peer.
                     await self._flowing.wait()
                     await gate.wait()
+                    if down and deaf.is_set() and data.startswith(PUBSUB_MESSAGE):
+                        continue  # deaf: pushed messages vanish, replies still flow
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -283,7 +292,7 @@ class TcpProxy:
             finally:
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
 
     def pause(self) -> None:
         """Stop forwarding on every connection, present and future, until `resume()`."""
@@ -297,6 +306,12 @@ class TcpProxy:
         Connections opened later flow normally."""
         for gate in self._gates:
             gate.clear()
+
+    def deafen(self) -> None:
+        """On the connections open now, drop the pub/sub messages Redis pushes, and only
+        those: a subscriber that answers PING but no longer receives (lost subscriptions)."""
+        for deaf in self._deaf:
+            deaf.set()
 
     def cut(self) -> None:
         """Close every proxied connection abruptly; new ones are still accepted."""

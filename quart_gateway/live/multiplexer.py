@@ -24,8 +24,9 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,11 @@ from quart_gateway.ops.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 ConnectionFactory = Callable[[], aioredis.Connection]
+# Publishes one message on a channel through a connection other than the pub/sub one.
+Canary = Callable[[str, str], Awaitable[object]]
+
+# Each worker's canary channel: not a user channel, so no client ever subscribes to it.
+CANARY_PREFIX = "gateway-canary:"
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 # A listener that stayed up this long counts as a success: the backoff starts over.
@@ -58,6 +64,8 @@ class MultiplexerStatistics:
     subscribers: int
     reconnects: int
     seconds_since_heard: float
+    canary_round_trip: float | None  # seconds, the last canary's; None before the first
+    deaf_detections: int
 
 
 class _Channel:
@@ -80,6 +88,7 @@ class Multiplexer:
         max_bytes: int,
         probe_interval: float = 5.0,
         backoff: Backoff | None = None,
+        canary: Canary | None = None,
     ) -> None:
         self._factory = connection_factory
         self._metrics = metrics
@@ -97,6 +106,13 @@ class Multiplexer:
         self._reconnects = 0
         self._subscribers = 0
         self._closing = False
+        self._canary = canary
+        self._canary_channel = f"{CANARY_PREFIX}{uuid.uuid4().hex}"
+        self._canary_sent: float | None = None  # when the canary in flight was published
+        self._canary_round_trip: float | None = None
+        self._canary_ready = False  # its SUBSCRIBE is acknowledged on this connection
+        self._deaf = 0
+        self._canary_tasks: set[asyncio.Task[None]] = set()
         self._drops_logged_at: dict[str, float] = {}
         self._drops_suppressed: dict[str, int] = {}
 
@@ -121,13 +137,18 @@ class Multiplexer:
     def statistics(self) -> MultiplexerStatistics:
         age = time.monotonic() - self._last_heard
         connected = self._conn is not None
+        waiting = self._canary_sent is not None and (
+            time.monotonic() - self._canary_sent > self._probe_interval
+        )
         return MultiplexerStatistics(
             connected=connected,
-            healthy=connected and age < 3 * self._probe_interval,
+            healthy=connected and age < 3 * self._probe_interval and not waiting,
             channels=len(self._channels),
             subscribers=self._subscribers,
             reconnects=self._reconnects,
             seconds_since_heard=age,
+            canary_round_trip=self._canary_round_trip,
+            deaf_detections=self._deaf,
         )
 
     # --- per connection ----------------------------------------------------------------------
@@ -247,8 +268,8 @@ class Multiplexer:
         self._inflight.clear()
         self._conn, names = conn, list(self._channels)
         self._last_heard = time.monotonic()
-        if names:
-            self._send("SUBSCRIBE", *names)
+        self._canary_sent, self._canary_ready = None, False
+        self._send("SUBSCRIBE", self._canary_channel, *names)
         if not first:
             logger.warning("redis pub/sub reconnected; resubscribing %d channels", len(names))
         await first_completed(self._read(conn), self._write(conn), self._watchdog(conn))
@@ -270,7 +291,9 @@ class Multiplexer:
 
     def _handle(self, response: list[Any], channels: dict[str, _Channel], metrics: Metrics) -> None:
         kind = response[0]
-        if kind == b"message":
+        if kind == b"message" and response[1] == self._canary_channel.encode():
+            self._canary_heard()
+        elif kind == b"message":
             channel = channels.get(response[1].decode("utf-8", "replace"))
             if channel is None:
                 return  # unsubscribed meanwhile
@@ -325,6 +348,10 @@ class Multiplexer:
         )
 
     def _acknowledged(self, name: str) -> None:
+        if name == self._canary_channel:
+            self._inflight[name] -= 1
+            self._canary_ready = True
+            return
         self._inflight[name] -= 1
         if self._inflight[name] > 0:
             return  # a later SUBSCRIBE of the same channel is still on its way
@@ -342,15 +369,45 @@ class Multiplexer:
                 sub.mark_gap(legacy=channel.legacy)
 
     async def _watchdog(self, conn: aioredis.Connection) -> None:
-        """Ping when idle; fail the listener if Redis stops answering."""
+        """Ping when idle; fail the listener if Redis stops answering, or if the canary does
+        not come back (a connection that answers but no longer receives: deaf)."""
         interval = self._probe_interval
         while True:
             await asyncio.sleep(interval / 2)
-            idle = time.monotonic() - self._last_heard
+            now = time.monotonic()
+            idle = now - self._last_heard
             if idle > 3 * interval:
                 raise TimeoutError(f"no answer from redis for {idle:.1f}s")
             if idle > interval:
                 self._commands.put_nowait(("PING",))
+            if self._canary_sent is not None and now - self._canary_sent > 2 * interval:
+                self._deaf += 1
+                raise TimeoutError(f"deaf: the canary did not come back in {2 * interval:.1f}s")
+            if self._canary is not None and self._canary_ready and self._canary_sent is None:
+                self._send_canary(now)
+
+    def _send_canary(self, now: float) -> None:
+        """Publish the canary through the command connection; the reader hears it back."""
+        assert self._canary is not None
+        publish = self._canary
+
+        async def send() -> None:
+            try:
+                async with asyncio.timeout(self._probe_interval):
+                    await publish(self._canary_channel, "canary")
+            except Exception as exc:  # Redis unreachable: the readiness probe reports that
+                logger.debug("canary not published: %s", exc)
+                self._canary_sent = None
+
+        self._canary_sent = now
+        task = asyncio.create_task(send(), name="multiplexer-canary")
+        self._canary_tasks.add(task)
+        task.add_done_callback(self._canary_tasks.discard)
+
+    def _canary_heard(self) -> None:
+        if self._canary_sent is not None:
+            self._canary_round_trip = time.monotonic() - self._canary_sent
+            self._canary_sent = None
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None

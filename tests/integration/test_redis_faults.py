@@ -6,10 +6,12 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
+from publishers import EventPublisher
 from quart_gateway.serving.embedded import EmbeddedRedis
 from quart_gateway.settings import Secret
 from tests.servers import SettingsFactory, serving
@@ -103,3 +105,41 @@ async def test_streams_opened_during_an_outage_wait_and_then_connect(
             )
             assert (await ws_next(conn))["class_id"] == "c"
             await direct.aclose()
+
+
+async def test_a_deaf_listener_is_found_by_its_canary_and_backfills(
+    make_settings: SettingsFactory,
+    proxy: TcpProxy,
+    http: httpx.AsyncClient,
+    redis_url: str,
+    user_id: str,
+) -> None:
+    settings = dataclasses.replace(
+        make_settings(redis_probe_interval_seconds=0.2), redis_url=Secret(proxy.url)
+    )
+    event = {"event": "class_created", "class_id": "c", "class_designation": "x"}
+    async with (
+        EventPublisher.from_url(redis_url) as publisher,
+        serving(settings) as live,
+        connect(f"{live.ws_url}/ws?token={make_token(user_id)}") as conn,
+    ):
+        assert (await ws_next(conn))["event"] == "connected"
+        first = await publisher.publish(user_id, event)
+        assert (await ws_next(conn))["id"] == first
+        await wait_until(lambda: live.services.mux.statistics().canary_round_trip is not None)
+        # The connection still answers PING, but nothing published reaches it any more.
+        proxy.deafen()
+        missed = await publisher.publish(user_id, event)
+        saw_not_ready = False
+
+        async def recovered() -> bool:
+            nonlocal saw_not_ready
+            ready = (await http.get(f"{live.url}/readyz")).status_code == 200
+            saw_not_ready = saw_not_ready or not ready
+            return ready and live.services.mux.statistics().deaf_detections >= 1
+
+        await wait_until(recovered, timeout=10, interval=0.05)
+        assert saw_not_ready
+        assert (await ws_next(conn, timeout=5))["id"] == missed  # backfilled, no resync
+        later = await publisher.publish(user_id, event)
+        assert (await ws_next(conn))["id"] == later
