@@ -68,6 +68,7 @@ class Lifespan:
             max_events=settings.subscriber_queue_events,
             max_bytes=settings.subscriber_queue_bytes,
             probe_interval=settings.redis_probe_interval_seconds,
+            canary=redis.publish,
         )
         metrics.add_listener_gauges(lambda: _listener_numbers(mux))
         lifecycle = Lifecycle()
