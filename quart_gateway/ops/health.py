@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, current_app
 from quart_schema import document_response, hide, tag
 from redis.exceptions import RedisError
 
+from quart_gateway.ops import metrics_group
 from quart_gateway.ops.metrics import CONTENT_TYPE
 from quart_gateway.schemas import HealthResponse, ReadinessResponse
 from quart_gateway.services import services
@@ -54,4 +55,9 @@ async def readyz() -> Any:  # a pydantic model and a status; quart-schema serial
 @blueprint.get("/metrics")
 @hide
 async def metrics() -> Response:
+    """This worker's metrics; under `python -m quart_gateway` with several workers, the whole
+    group's (ops/metrics_group.py)."""
+    group = current_app.extensions.get(metrics_group.EXTENSION_KEY)
+    if isinstance(group, metrics_group.GroupMetrics):
+        return Response(group.render(), content_type=CONTENT_TYPE)
     return Response(services().metrics.render(), content_type=CONTENT_TYPE)

@@ -16,9 +16,11 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from multiprocessing.process import BaseProcess
@@ -32,7 +34,8 @@ from hypercorn.utils import wrap_app
 from quart_gateway.aio.backoff import Backoff
 from quart_gateway.app import create_app
 from quart_gateway.errors import ConfigError
-from quart_gateway.ops import logs
+from quart_gateway.ops import logs, metrics_group
+from quart_gateway.ops.metrics_group import GroupMember
 from quart_gateway.services import EXTENSION_KEY, Services
 from quart_gateway.serving.embedded import EmbeddedRedis, EmbeddedServerError, start_embedded
 from quart_gateway.settings import Secret, Settings
@@ -113,9 +116,14 @@ def _hard_exit() -> None:
     os._exit(1)
 
 
-async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
-    """Serve one worker until SIGTERM/SIGINT, then drain and stop."""
+async def serve(
+    settings: Settings, sockets: Sockets | None = None, group: GroupMember | None = None
+) -> None:
+    """Serve one worker until SIGTERM/SIGINT, then drain and stop. `group`: the worker is one
+    of several, and its /metrics reports them all."""
     app = create_app(settings)
+    if group is not None:
+        metrics_group.install(app, group)
     config = hypercorn_config(settings)
     if sockets is None:
         sockets = config.create_sockets()
@@ -148,10 +156,12 @@ async def serve(settings: Settings, sockets: Sockets | None = None) -> None:
     )
 
 
-def run_worker(settings: Settings, sockets: Sockets | None = None) -> None:
+def run_worker(
+    settings: Settings, sockets: Sockets | None = None, group: GroupMember | None = None
+) -> None:
     logs.configure(settings.log_level, settings.log_format)
     logs.bind(worker=str(os.getpid()))
-    run_loop(serve(settings, sockets))
+    run_loop(serve(settings, sockets, group))
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -173,17 +183,32 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def supervise(settings: Settings) -> int:
-    """Run WEB_CONCURRENCY workers on shared sockets; restart crashed ones; forward SIGTERM."""
+    """Run WEB_CONCURRENCY workers on shared sockets; restart crashed ones (their counters stay
+    in the group's metrics); forward SIGTERM."""
     config = hypercorn_config(settings)
     sockets = config.create_sockets()
     tune_sockets(sockets, settings)
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    # The workers' metrics snapshots, merged by whichever worker answers GET /metrics.
+    metrics_dir = tempfile.mkdtemp(prefix="quart-gateway-metrics-")
+    members: dict[BaseProcess, GroupMember] = {}
 
     def start_worker() -> BaseProcess:
-        process = ctx.Process(target=run_worker, args=(settings, sockets), name="gateway-worker")
+        member = GroupMember(metrics_dir, f"worker-{len(members)}")
+        process = ctx.Process(
+            target=run_worker, args=(settings, sockets, member), name="gateway-worker"
+        )
         process.start()
+        members[process] = member
         return process
+
+    def retire(process: BaseProcess) -> None:
+        # Its gauges go, its counters stay in the group's totals: they never go down.
+        try:
+            metrics_group.retire(members[process])
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot retire the metrics of worker %s: %s", process.pid, exc)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -203,6 +228,7 @@ def supervise(settings: Settings) -> int:
                 if process.is_alive() or stopping:
                     continue
                 logger.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
+                retire(process)
                 if time.monotonic() - started[i] > 60:
                     backoff.reset()  # it had been running fine: a new problem
                 time.sleep(backoff.next_delay())  # a worker that cannot start must not spin
@@ -223,6 +249,7 @@ def supervise(settings: Settings) -> int:
                 process.join()
         for sock in sockets.insecure_sockets:
             sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -234,7 +261,7 @@ def main() -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format)
     embedded: EmbeddedRedis | None = None
-    if settings.redis_url is None:
+    if settings.embedded:
         try:
             embedded = start_embedded(settings)
         except EmbeddedServerError as exc:
