@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic_core import to_jsonable_python
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from events import DOMAIN_EVENT_TYPES, Event, parse_event
@@ -108,6 +109,34 @@ class EventPublisher:
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> EventPublisher:
         client = aioredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        publisher = cls(client, **kwargs)
+        publisher._owns_client = True
+        return publisher
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service: str = "mymaster",
+        *,
+        sentinel_password: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> EventPublisher:
+        """Publish to the primary of a Sentinel-monitored `service`, following failovers: a
+        call that fails during one raises PublishError, and the next goes to the new primary.
+        `aclose()` it (or use `async with`)."""
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(sentinels),
+            sentinel_kwargs={
+                "password": sentinel_password,
+                "socket_timeout": 1.0,
+                "socket_connect_timeout": 1.0,
+            },
+        )
+        client = sentinel.master_for(
+            service, socket_timeout=5.0, socket_connect_timeout=5.0, password=password
+        )
         publisher = cls(client, **kwargs)
         publisher._owns_client = True
         return publisher

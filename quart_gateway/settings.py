@@ -84,7 +84,13 @@ class Settings:
     # Seconds between SIGTERM and the hard stop. Heroku allows 30 s in all.
     shutdown_grace_seconds: float = 10.0
     # --- redis ---
-    redis_url: Secret | None = None  # None: embedded single-node mode
+    redis_url: Secret | None = None  # None in standalone mode: embedded single-node mode
+    # standalone: REDIS_URL. sentinel: the primary of REDIS_SENTINEL_SERVICE as the sentinels
+    # REDIS_SENTINELS report it (REDIS_URL, optional, gives its password, db and TLS).
+    redis_mode: Literal["standalone", "sentinel"] = "standalone"
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_service: str = "mymaster"
+    redis_sentinel_password: Secret | None = None
     redis_ssl_verify: bool = False  # rediss:// on Heroku uses self-signed certificates
     # The pub/sub listener pings Redis after this long without traffic, and reconnects after
     # three times this long without an answer (a half-open TCP connection looks healthy).
@@ -125,6 +131,11 @@ class Settings:
     admission_max_per_second: int = 0  # stream set-ups started per second per worker; 0: no bound
     max_connection_seconds: float = 0.0  # streams end (jittered) after this long; 0: never
 
+    @property
+    def embedded(self) -> bool:
+        """No Redis configured: the gateway starts a private one (embedded single-node mode)."""
+        return self.redis_mode == "standalone" and self.redis_url is None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         env = _Env(environ)
@@ -141,8 +152,12 @@ class Settings:
         if public_key:
             public_key = public_key.replace("\\n", "\n")  # one-line PEM in a Heroku config var
         redis_url = env.url("REDIS_URL", ("redis", "rediss", "unix"))
+        redis_mode = env.choice("REDIS_MODE", ("standalone", "sentinel"), "standalone")
+        sentinels = env.addresses("REDIS_SENTINELS")
+        if redis_mode == "sentinel" and not sentinels:
+            raise ConfigError("REDIS_SENTINELS", "is required with REDIS_MODE=sentinel")
         dev_mode = env.flag("GATEWAY_DEV_MODE", False)
-        if dev_mode and redis_url is not None:
+        if dev_mode and (redis_url is not None or redis_mode != "standalone"):
             # Dev mode mints tokens for anyone: it must never reach a shared deployment.
             raise ConfigError(
                 "GATEWAY_DEV_MODE",
@@ -157,6 +172,10 @@ class Settings:
             log_format=env.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
             shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 10.0, low=0.5),
             redis_url=redis_url,
+            redis_mode=redis_mode,  # type: ignore[arg-type]
+            redis_sentinels=sentinels,
+            redis_sentinel_service=env.text("REDIS_SENTINEL_SERVICE") or "mymaster",
+            redis_sentinel_password=env.secret("REDIS_SENTINEL_PASSWORD"),
             redis_ssl_verify=env.flag("REDIS_SSL_VERIFY", False),
             redis_probe_interval_seconds=env.number("REDIS_PROBE_INTERVAL_SECONDS", 5.0, low=0.05),
             jwt_algorithm=algorithm,
@@ -281,6 +300,16 @@ class _Env:
             return RateLimit.parse(raw)
         except ValueError as exc:
             raise ConfigError(name, f"{exc}; got {raw!r}") from None
+
+    def addresses(self, name: str) -> tuple[tuple[str, int], ...]:
+        """`host:port,host:port,...`"""
+        found = []
+        for item in self.items(name):
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(name, f"must be host:port pairs, comma-separated; got {item!r}")
+            found.append((host.strip("[]"), int(port)))
+        return tuple(found)
 
     def items(self, name: str) -> tuple[str, ...]:
         raw = self.text(name)

@@ -166,3 +166,85 @@ async def start_process(
         process.kill()
         raise RuntimeError(f"{gateway.logs()[-2000:]}") from None
     return gateway
+
+
+# --- Redis Sentinel ----------------------------------------------------------------------------
+
+
+@dataclass
+class SentinelTopology:
+    """A primary, a replica and three sentinels watching them, all real processes."""
+
+    service: str
+    primary: EmbeddedRedis
+    replica: EmbeddedRedis
+    sentinel_ports: list[int]
+    sentinels: list[subprocess.Popen[bytes]]
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        return tuple(("127.0.0.1", port) for port in self.sentinel_ports)
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.kill()
+            process.wait()
+        self.replica.cleanup()
+        self.primary.cleanup()
+
+
+def _ask(port: int, *command: str) -> Any:
+    import redis
+
+    client = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+    try:
+        return client.execute_command(*command)
+    finally:
+        client.close()
+
+
+def start_sentinel_topology(directory: Path, service: str = "mymaster") -> SentinelTopology:
+    """Start the topology and wait until every sentinel knows the primary and its replica."""
+    primary = start_redis()
+    assert primary.port is not None
+    replica = EmbeddedRedis(port=free_port(), args=["--replicaof", "127.0.0.1", str(primary.port)])
+    replica.start()
+    ports = [free_port() for _ in range(3)]
+    processes = []
+    for port in ports:
+        conf = directory / f"sentinel-{port}.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary.port} 2\n"
+            f"sentinel down-after-milliseconds {service} 500\n"
+            f"sentinel failover-timeout {service} 3000\n"
+            f"sentinel parallel-syncs {service} 1\n"
+        )
+        processes.append(
+            subprocess.Popen(
+                [primary.binary, str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    topology = SentinelTopology(service, primary, replica, ports, processes)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            link = _ask(replica.port or 0, "INFO", "replication").get("master_link_status")
+            known = [_ask(p, "SENTINEL", "REPLICAS", service) for p in ports]
+            if link == "up" and all(known):
+                return topology
+        except Exception:  # not up yet
+            pass
+        if time.monotonic() > deadline:
+            topology.stop()
+            raise RuntimeError("sentinel topology did not come up")
+        time.sleep(0.1)
+
+
+def current_primary_port(topology: SentinelTopology) -> int:
+    _host, port = _ask(
+        topology.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.service
+    )
+    return int(port)

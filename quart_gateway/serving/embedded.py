@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from quart_gateway.settings import Settings
@@ -63,7 +64,12 @@ class EmbeddedRedis:
     """A private server process. `port=None` listens on a Unix socket only."""
 
     def __init__(
-        self, *, port: int | None = None, binary: str | None = None, directory: str | None = None
+        self,
+        *,
+        port: int | None = None,
+        binary: str | None = None,
+        directory: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         found = binary or find_server_binary()
         if not found:
@@ -74,6 +80,7 @@ class EmbeddedRedis:
             )
         self.binary = found
         self.port = port
+        self._args = tuple(args)  # appended: they override the defaults (tests: replicas, AOF)
         if directory is None:
             self._dir = Path(tempfile.mkdtemp(prefix="gw-redis-"))
         else:
@@ -116,6 +123,7 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(self._dir / "server.log"),
+            *self._args,
         ]  # fmt: skip
         self._process = subprocess.Popen(
             args,

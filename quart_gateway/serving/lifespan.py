@@ -28,7 +28,11 @@ from quart_gateway.ops.metrics import Metrics
 from quart_gateway.services import EXTENSION_KEY, Services
 from quart_gateway.serving.embedded import EmbeddedRedis, start_embedded
 from quart_gateway.serving.lifecycle import Lifecycle
-from quart_gateway.serving.redis_clients import command_client, pubsub_connection_factory
+from quart_gateway.serving.redis_clients import (
+    RedisTarget,
+    command_client,
+    pubsub_connection_factory,
+)
 from quart_gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -53,17 +57,17 @@ class Lifespan:
     async def start(self) -> None:
         settings = self._settings
         embedded: EmbeddedRedis | None = None
-        url = str(settings.redis_url) if settings.redis_url else None
-        if url is None:
+        target = RedisTarget.of(settings)
+        if settings.embedded:
             # Started from this thread on purpose: the server is tied to its parent thread's
             # lifetime (PR_SET_PDEATHSIG), and a pool thread may exit before we do.
             embedded = start_embedded(settings)
-            url = embedded.url
+            target = RedisTarget.of(settings, embedded.url)
         metrics = Metrics()
         tasks = TaskSupervisor(on_failure=lambda name: metrics.task_failures.labels(name).inc())
-        redis = command_client(url, verify_tls=settings.redis_ssl_verify)
+        redis = command_client(target)
         mux = Multiplexer(
-            pubsub_connection_factory(url, verify_tls=settings.redis_ssl_verify),
+            pubsub_connection_factory(target),
             metrics=metrics,
             max_events=settings.subscriber_queue_events,
             max_bytes=settings.subscriber_queue_bytes,

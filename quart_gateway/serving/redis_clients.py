@@ -1,22 +1,61 @@
 """Redis clients of one worker: a pooled command client and the pub/sub connection factory.
 
-Both are built from the same URL (`redis://`, `rediss://`, `unix://`). `rediss://` skips
-certificate verification unless REDIS_SSL_VERIFY is set: Heroku Redis uses self-signed
-certificates.
+Both follow `REDIS_MODE`:
+- `standalone`: built from `REDIS_URL` (`redis://`, `rediss://`, `unix://`). `rediss://` skips
+  certificate verification unless REDIS_SSL_VERIFY is set: Heroku Redis uses self-signed
+  certificates.
+- `sentinel`: every new connection asks the sentinels (`REDIS_SENTINELS`) for the current
+  primary of `REDIS_SENTINEL_SERVICE`. After a failover the broken connections fail, and the
+  next ones go to the new primary: the multiplexer reconnects and resubscribes by itself, and
+  the command connection on its next call. A demoted primary answers writes with READONLY,
+  which redis-py turns into a reconnect. `REDIS_URL`, when set, gives the primary's password,
+  database and TLS.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 
 from quart_gateway.live.multiplexer import ConnectionFactory
+from quart_gateway.settings import Settings
 
 COMMAND_TIMEOUT_SECONDS = 2.0
 COMMAND_CONNECTIONS = 1
+SENTINEL_TIMEOUT_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where a worker's Redis is: a URL, or a sentinel-monitored service."""
+
+    url: str | None
+    verify_tls: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str = "mymaster"
+    sentinel_password: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, url: str | None = None) -> RedisTarget:
+        """The target `settings` name; `url` stands in for REDIS_URL (embedded mode)."""
+        if url is None and settings.redis_url is not None:
+            url = str(settings.redis_url)
+        if settings.redis_mode == "sentinel":
+            password = settings.redis_sentinel_password
+            return cls(
+                url,
+                settings.redis_ssl_verify,
+                settings.redis_sentinels,
+                settings.redis_sentinel_service,
+                str(password) if password else None,
+            )
+        return cls(url, settings.redis_ssl_verify)
 
 
 def _transport_options(url: str, verify: bool) -> dict[str, Any]:
@@ -29,35 +68,80 @@ def _transport_options(url: str, verify: bool) -> dict[str, Any]:
     return options
 
 
-def command_client(url: str, *, verify_tls: bool = False) -> aioredis.Redis:
-    """For rate limits, connection leases, history reads and readiness: bounded calls.
+def _primary_options(target: RedisTarget) -> dict[str, Any]:
+    """What a sentinel-mode URL says about the primary: credentials, database, TLS."""
+    if target.url is None:
+        return {}
+    parsed = parse_url(target.url)
+    options: dict[str, Any] = {
+        k: parsed[k] for k in ("username", "password", "db") if parsed.get(k)
+    }
+    if target.url.lower().startswith("rediss://"):
+        options["ssl"] = True
+        if not target.verify_tls:
+            options["ssl_cert_reqs"] = None
+    return options
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """A sentinel-managed pool that makes callers wait for its few connections instead of
+    failing (BlockingConnectionPool), like the standalone command pool."""
+
+
+def _sentinel(target: RedisTarget) -> Sentinel:
+    return Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={
+            "password": target.sentinel_password,
+            "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+        },
+    )
+
+
+def command_client(target: RedisTarget) -> aioredis.Redis:
+    """For rate limits, connection leases, history reads, tickets and readiness: bounded calls.
 
     One connection per worker (plus the pub/sub one), whatever the number of clients: every
     command is short, lease operations are batched, and callers queue for the connection
     (up to COMMAND_TIMEOUT_SECONDS) instead of opening more.
     """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=COMMAND_CONNECTIONS,
-        timeout=COMMAND_TIMEOUT_SECONDS,
-        socket_timeout=COMMAND_TIMEOUT_SECONDS,
-        socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
-        health_check_interval=30,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
-        client_name="gateway",
-        **_transport_options(url, verify_tls),
-    )
+    options: dict[str, Any] = {
+        "max_connections": COMMAND_CONNECTIONS,
+        "timeout": COMMAND_TIMEOUT_SECONDS,
+        "socket_timeout": COMMAND_TIMEOUT_SECONDS,
+        "socket_connect_timeout": COMMAND_TIMEOUT_SECONDS,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
+        "client_name": "gateway",
+    }
+    if target.sentinels:
+        pool: aioredis.ConnectionPool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
+            target.service, _sentinel(target), **options, **_primary_options(target)
+        )
+    else:
+        assert target.url is not None
+        pool = aioredis.BlockingConnectionPool.from_url(
+            target.url, **options, **_transport_options(target.url, target.verify_tls)
+        )
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
 
-def pubsub_connection_factory(url: str, *, verify_tls: bool = False) -> ConnectionFactory:
+def pubsub_connection_factory(target: RedisTarget) -> ConnectionFactory:
     """Connections for the multiplexer: RESP2, no read timeout (a watchdog pings instead)."""
-    pool = aioredis.ConnectionPool.from_url(
-        url,
-        protocol=2,
-        socket_timeout=None,
-        socket_connect_timeout=5.0,
-        client_name="gateway-pubsub",
-        **_transport_options(url, verify_tls),
-    )
+    options: dict[str, Any] = {
+        "protocol": 2,
+        "socket_timeout": None,
+        "socket_connect_timeout": 5.0,
+        "client_name": "gateway-pubsub",
+    }
+    if target.sentinels:
+        pool: aioredis.ConnectionPool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            target.service, _sentinel(target), **options, **_primary_options(target)
+        )
+    else:
+        assert target.url is not None
+        pool = aioredis.ConnectionPool.from_url(
+            target.url, **options, **_transport_options(target.url, target.verify_tls)
+        )
     return pool.make_connection

@@ -261,7 +261,7 @@ def main() -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format)
     embedded: EmbeddedRedis | None = None
-    if settings.redis_url is None:
+    if settings.embedded:
         try:
             embedded = start_embedded(settings)
         except EmbeddedServerError as exc:

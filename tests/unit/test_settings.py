@@ -131,3 +131,27 @@ def test_dev_mode_only_in_embedded_single_node_mode() -> None:
         Settings.from_env({**BASE, "GATEWAY_DEV_MODE": "true", "REDIS_URL": "redis://r:6379"})
     assert raised.value.variable == "GATEWAY_DEV_MODE"
     assert "REDIS_URL" in str(raised.value)
+
+
+def test_sentinel_mode_needs_sentinels() -> None:
+    base = {"JWT_SECRET_KEY": "k", "REDIS_MODE": "sentinel"}
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS"):
+        Settings.from_env(base)
+    settings = Settings.from_env(
+        {
+            **base,
+            "REDIS_SENTINELS": "10.0.0.1:26379, sentinel-b:26380",
+            "REDIS_SENTINEL_PASSWORD": "p",
+        }
+    )
+    assert settings.redis_sentinels == (("10.0.0.1", 26379), ("sentinel-b", 26380))
+    assert settings.redis_sentinel_service == "mymaster"
+    assert not settings.embedded  # no REDIS_URL, but not embedded either
+    assert "sentinel-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize("value", ["nohost", "h:", ":1", "h:99999", "h:x"])
+def test_sentinel_addresses_are_checked(value: str) -> None:
+    env = {"JWT_SECRET_KEY": "k", "REDIS_MODE": "sentinel", "REDIS_SENTINELS": value}
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS"):
+        Settings.from_env(env)
