@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +33,9 @@ SettingsFactory = Callable[..., Settings]
 ProcessFactory = Callable[..., Any]
 
 
-def start_redis(port: int | None = None) -> EmbeddedRedis:
+def start_redis(port: int | None = None, args: Sequence[str] = ()) -> EmbeddedRedis:
     try:
-        server = EmbeddedRedis(port=port or free_port())
+        server = EmbeddedRedis(port=port or free_port(), args=args)
     except EmbeddedServerError as exc:
         pytest.exit(f"cannot run the tests: {exc}", returncode=3)
     server.start()
