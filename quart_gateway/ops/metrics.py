@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -79,7 +80,7 @@ class Metrics:
             "gateway_upstream_errors", "Failed upstream calls, by error code", ["code"], registry=r
         )
 
-    def add_listener_gauges(self, read: Callable[[], tuple[float, int, int, bool]]) -> None:
+    def add_listener_gauges(self, read: Callable[[], ListenerStatistics]) -> None:
         """Gauges read at scrape time from the multiplexer's statistics()."""
         self.registry.register(_ListenerCollector(read))
 
@@ -87,23 +88,58 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class ListenerStatistics(Protocol):
+    """What the listener gauges read (the multiplexer's statistics())."""
+
+    @property
+    def seconds_since_heard(self) -> float: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def subscribers(self) -> int: ...
+    @property
+    def healthy(self) -> bool: ...
+    @property
+    def canary_round_trip(self) -> float | None: ...
+    @property
+    def deaf_detections(self) -> int: ...
+
+
 class _ListenerCollector(Collector):
-    def __init__(self, read: Callable[[], tuple[float, int, int, bool]]) -> None:
+    def __init__(self, read: Callable[[], ListenerStatistics]) -> None:
         self._read = read
 
     def collect(self):  # type: ignore[no-untyped-def]
-        lag, channels, subscribers, healthy = self._read()
+        stats = self._read()
         yield GaugeMetricFamily(
             "gateway_listener_seconds_since_heard",
             "Seconds since the pub/sub listener last heard from Redis",
-            value=lag,
+            value=stats.seconds_since_heard,
+        )
+        if stats.canary_round_trip is not None:
+            yield GaugeMetricFamily(
+                "gateway_listener_lag_seconds",
+                "Round trip of the last canary: published, then heard back on the pub/sub "
+                "connection",
+                value=stats.canary_round_trip,
+            )
+        yield CounterMetricFamily(
+            "gateway_listener_deaf",
+            "Times the canary did not come back and the listener was restarted",
+            value=stats.deaf_detections,
         )
         yield GaugeMetricFamily(
-            "gateway_listener_healthy", "1 when the pub/sub listener is healthy", value=int(healthy)
+            "gateway_listener_healthy",
+            "1 when the pub/sub listener is healthy",
+            value=int(stats.healthy),
         )
         yield GaugeMetricFamily(
-            "gateway_subscribed_channels", "Redis channels this worker subscribes", value=channels
+            "gateway_subscribed_channels",
+            "Redis channels this worker subscribes",
+            value=stats.channels,
         )
         yield GaugeMetricFamily(
-            "gateway_subscribers", "Connections registered with the multiplexer", value=subscribers
+            "gateway_subscribers",
+            "Connections registered with the multiplexer",
+            value=stats.subscribers,
         )

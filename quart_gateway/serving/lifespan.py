@@ -74,7 +74,7 @@ class Lifespan:
             probe_interval=settings.redis_probe_interval_seconds,
             canary=redis.publish,
         )
-        metrics.add_listener_gauges(lambda: _listener_numbers(mux))
+        metrics.add_listener_gauges(mux.statistics)
         lifecycle = Lifecycle()
         lifecycle.attach(mux)
         connection_limiter = ConnectionLimiter(redis, settings.max_connections_per_user, metrics)
@@ -112,8 +112,3 @@ class Lifespan:
         await svc.redis.aclose()
         if running.embedded is not None:
             running.embedded.stop()
-
-
-def _listener_numbers(mux: Multiplexer) -> tuple[float, int, int, bool]:
-    stats = mux.statistics()
-    return stats.seconds_since_heard, stats.channels, stats.subscribers, stats.healthy

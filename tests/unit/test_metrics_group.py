@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from quart_gateway.live.multiplexer import MultiplexerStatistics
 from quart_gateway.ops import metrics_group
 from quart_gateway.ops.metrics import Metrics
 from quart_gateway.ops.metrics_group import GroupMember, GroupMetrics, merge, retire, snapshot
@@ -22,7 +23,17 @@ def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def worker(directory: Path, name: str, pid: str, ws: int, opened: int) -> GroupMetrics:
     metrics = Metrics()
-    metrics.add_listener_gauges(lambda: (0.5, 3, ws, True))
+    listener = MultiplexerStatistics(
+        connected=True,
+        healthy=True,
+        channels=3,
+        subscribers=ws,
+        reconnects=0,
+        seconds_since_heard=0.5,
+        canary_round_trip=0.001,
+        deaf_detections=0,
+    )
+    metrics.add_listener_gauges(lambda: listener)
     metrics.connections.labels("ws").set(ws)
     metrics.connections_total.labels("ws").inc(opened)
     group = GroupMetrics(GroupMember(str(directory), name), metrics.registry)
