@@ -57,6 +57,7 @@ class Fleet:
         conn_users: list[str],
         *,
         concurrency: int = 200,
+        resume: bool = False,
     ) -> tuple[Fleet, OpenResult]:
         tokens = {user: make_token(user) for user in set(conn_users)}
         count = max(1, -(-len(conn_users) // MAX_PER_SHARD))
@@ -71,6 +72,7 @@ class Fleet:
                 users=part,
                 tokens={user: tokens[user] for user in set(part)},
                 concurrency=max(20, concurrency // count),
+                resume=resume,
             )
             shards.append(ShardHandle(spec))
         started = time.monotonic()

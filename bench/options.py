@@ -30,12 +30,15 @@ class Options:
     replay_events: int
     recovery_connections: int
     recovery_users: int
+    restart_connections: list[int]
+    restart_graces: list[float]
+    restart_rate: float
     out: Path
     smoke: bool
     scenarios: tuple[str, ...]
 
 
-ALL_SCENARIOS = ("idle", "fanout", "group", "replay", "recovery")
+ALL_SCENARIOS = ("idle", "fanout", "group", "replay", "recovery", "restart")
 
 
 def _ints(text: str) -> list[int]:
@@ -61,6 +64,16 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--step-seconds", type=float, default=None)
     parser.add_argument("--p99-limit-ms", type=float, default=50.0)
     parser.add_argument("--replay-events", type=int, default=1000)
+    parser.add_argument(
+        "--restart-connections", type=_ints, default=None, help="streams held, e.g. 5000,15000"
+    )
+    parser.add_argument(
+        "--restart-graces",
+        type=lambda text: [float(p) for p in text.split(",") if p.strip()],
+        default=None,
+        help="SHUTDOWN_GRACE_SECONDS of the restarted worker, e.g. 10,25",
+    )
+    parser.add_argument("--restart-rate", type=float, default=None, help="events/s published")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/<time>")
     args = parser.parse_args(argv)
     smoke: bool = args.smoke
@@ -86,6 +99,9 @@ def parse(argv: list[str] | None = None) -> Options:
         replay_events=args.replay_events,
         recovery_connections=200 if smoke else 1000,
         recovery_users=20 if smoke else 100,
+        restart_connections=pick(args.restart_connections, [5000, 15000], [200]),
+        restart_graces=pick(args.restart_graces, [10.0], [3.0]),
+        restart_rate=pick(args.restart_rate, 1000.0, 200.0),
         out=args.out,
         smoke=smoke,
         scenarios=tuple(s for s in args.scenarios.split(",") if s),

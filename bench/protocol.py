@@ -18,7 +18,9 @@ _WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # any 16-byte base64 value; the server onl
 _ZERO_MASK = b"\x00\x00\x00\x00"  # client frames must be masked; a zero key is a valid key
 
 
-def request_bytes(transport: Transport, host: str, port: int, query: str) -> bytes:
+def request_bytes(
+    transport: Transport, host: str, port: int, query: str, headers: tuple[str, ...] = ()
+) -> bytes:
     if transport == "ws":
         lines = [
             f"GET /ws?{query} HTTP/1.1",
@@ -34,6 +36,7 @@ def request_bytes(transport: Transport, host: str, port: int, query: str) -> byt
             f"Host: {host}:{port}",
             "Accept: text/event-stream",
         ]
+    lines += headers
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -50,6 +53,7 @@ class StreamClient(asyncio.Protocol):
         self.head_done = False
         self.chunked = False
         self.sse = bytearray()  # de-chunked SSE text not yet split into events
+        self.ended = False  # a state may outlive this client (reconnects): report one end
 
     # --- asyncio.Protocol ---
 
@@ -62,6 +66,8 @@ class StreamClient(asyncio.Protocol):
         self._closed("connection lost")
 
     def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return
         self.buf += data
         if not self.head_done and not self._head():
             return
@@ -81,7 +87,8 @@ class StreamClient(asyncio.Protocol):
         status = head.split(b"\r\n", 1)[0]
         want = b" 101" if self.kind == "ws" else b" 200"
         if want not in status:
-            self._closed(status.decode(errors="replace"))
+            self.state.status = status.decode(errors="replace")
+            self._closed(self.state.status)
             return False
         self.chunked = b"transfer-encoding: chunked" in head
         self.head_done = True
@@ -112,6 +119,8 @@ class StreamClient(asyncio.Protocol):
             elif opcode == 9:
                 self._send_ws(0xA, payload)
             elif opcode == 8:
+                if len(payload) >= 2:
+                    self.state.close_code = int.from_bytes(payload[:2], "big")
                 self._closed("close frame")
                 if self.sock is not None:
                     self.sock.close()
@@ -145,6 +154,8 @@ class StreamClient(asyncio.Protocol):
             for line in block.split(b"\n"):
                 if line.startswith(b"data: "):
                     self.rec.on_message(self.state, line[6:])
+                elif line.startswith(b"retry: "):
+                    self.state.retry_ms = int(line[7:])
 
     # --- helpers ---
 
@@ -154,10 +165,15 @@ class StreamClient(asyncio.Protocol):
         self.sock.write(bytes((0x80 | opcode, 0x80 | len(payload))) + _ZERO_MASK + payload)
 
     def _closed(self, why: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
         state = self.state
         state.closed = True
         if not state.connected.done():
             state.connected.set_exception(ConnectionError(why))
+        if state.gone is not None and not state.gone.done():
+            state.gone.set_result(why)
 
     def close(self) -> None:
         if self.sock is not None and not self.sock.is_closing():
@@ -174,10 +190,11 @@ async def open_stream(
     *,
     local_host: str | None = None,
     timeout: float = 15.0,
+    headers: tuple[str, ...] = (),
 ) -> StreamClient:
     """Connect and wait for the `connected` message; raises on failure or timeout."""
     loop = asyncio.get_running_loop()
-    request = request_bytes(transport, host, port, query)
+    request = request_bytes(transport, host, port, query, headers)
     local = (local_host, 0) if local_host else None
     async with asyncio.timeout(timeout):
         _, client = await loop.create_connection(

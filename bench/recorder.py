@@ -39,7 +39,19 @@ def string_after(payload: bytes, key: bytes) -> str | None:
 class ConnState:
     """What one connection has seen since the last `Recorder.reset()`."""
 
-    __slots__ = ("closed", "connected", "first_watch", "last_id", "last_seq", "seen", "user")
+    __slots__ = (
+        "close_code",
+        "closed",
+        "connected",
+        "first_watch",
+        "gone",
+        "last_id",
+        "last_seq",
+        "retry_ms",
+        "seen",
+        "status",
+        "user",
+    )
 
     def __init__(self, user: str, connected: asyncio.Future[None]) -> None:
         self.user = user
@@ -49,6 +61,12 @@ class ConnState:
         self.seen: set[int] = set()
         self.first_watch = 0.0  # receive time of the first seq >= Recorder.watch_seq
         self.last_id: str | None = None
+        # Set by the protocol client: how the connection ended, and a reconnect delay the
+        # server asked for (SSE `retry:`); `gone` resolves when the connection ends.
+        self.retry_ms: int | None = None
+        self.close_code: int | None = None
+        self.status: str | None = None
+        self.gone: asyncio.Future[str] | None = None
 
 
 class Recorder:

@@ -219,6 +219,34 @@ def markdown(results: dict[str, Any]) -> str:
              "first ms", "median ms", "all open ms"], rows,
         )  # fmt: skip
         out.append("\nTimes run from the moment the restarted redis-server answers PING.")
+    if results.get("restart"):
+        out += ["", "## Restart (SIGTERM, replacement on the same port)", ""]
+        rows = []
+        for system, runs in results["restart"].items():
+            for r in runs:
+                rows.append([system, r["connections"], r["grace_s"], r["connected"],
+                             r["listener_closed_s"], r["new_listening_s"], r["all_back_s"],
+                             r["back_p50_s"], r["expected"], r["lost"], r["duplicates"],
+                             r["out_of_order"], r["resyncs"], r["storm"]["p99_ms"],
+                             r["storm_live"]["p99_ms"], r["http_5xx"], r["connect_refused"],
+                             r["refused_restart"], r["refused_overloaded"], r["timeouts"],
+                             r["peak_cpu_pct"], r.get("mean_cpu_pct_storm"),
+                             r.get("mean_load_core_pct_storm"), r["peak_rss_mib_old"],
+                             r["peak_rss_mib_new"]])  # fmt: skip
+        out += _table(
+            ["system", "streams", "grace s", "connected", "old listener closed s",
+             "new listening s", "all back s", "median back s", "expected", "lost", "dup", "ooo",
+             "resyncs", "storm p99 ms", "storm p99 live ms", "5xx", "connect refused",
+             "refused: restart", "refused: overloaded", "timeouts", "peak CPU %",
+             "mean CPU % storm", "core 1 % storm",
+             "peak RSS old MiB", "peak RSS new MiB"], rows,
+        )  # fmt: skip
+        out.append(
+            "\nTimes from the SIGTERM. Streams: 3/4 SSE, 1/4 WebSocket, over streams/4 users; "
+            "EventPublisher publishing throughout. 'storm p99' covers every delivery from the "
+            "SIGTERM until 1 s after the last client was back, replayed ones included; 'live' "
+            "leaves out events sent before the stream that delivered them was connected."
+        )
     if results.get("notes"):
         out += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
     return "\n".join(out) + "\n"

@@ -15,7 +15,7 @@ from bench.context import Context
 from bench.load import Loader
 from bench.options import Options
 from bench.procinfo import machine, pin_self, raise_nofile
-from bench.scenarios import fanout, idle, recovery, replay
+from bench.scenarios import fanout, idle, recovery, replay, restart
 from bench.servers import LOAD_CORE, RedisServer, System
 
 logger = logging.getLogger("bench")
@@ -77,6 +77,14 @@ async def run(options: Options) -> Path:
                     _say(f"  connected {entry['connected']}, {entry['rss_per_conn_kib']} KiB/conn")
         for system in systems:
             await _live_scenarios(ctx, system, results)
+        if "restart" in options.scenarios:
+            for size in options.restart_connections:
+                for grace in options.restart_graces:
+                    for system in systems:
+                        _say(f"{system}: restart with {size} streams, grace {grace:g} s")
+                        entry = await restart.run(ctx, system, size, grace, options.restart_rate)
+                        results.setdefault("restart", {}).setdefault(system, []).append(entry)
+                        _say(f"  back after {entry['all_back_s']} s, lost {entry['lost']}")
     finally:
         await ctx.loader.aclose()
         redis_server.stop()

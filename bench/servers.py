@@ -118,14 +118,39 @@ class RedisServer:
         return self.process.pid if self.process is not None else 0
 
 
+def listening(port: int) -> bool:
+    """Whether a socket is in LISTEN on `port` (IPv4 or IPv6), from /proc/net/tcp{,6}."""
+    needle = f":{port:04X} "
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A" and (fields[1] + " ").endswith(needle):
+                return True
+    return False
+
+
 class SystemServer:
     """The gateway (`python -m quart_gateway`) or the baseline, one worker on core 0."""
 
-    def __init__(self, system: System, redis_url: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        system: System,
+        redis_url: str,
+        log_dir: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        tag: str = "",
+    ) -> None:
         self.system = system
         self.redis_url = redis_url
-        self.port = free_port()
-        self.log_path = log_dir / f"{system}-{self.port}.log"
+        self.port = port or free_port()
+        self.extra_env = env or {}
+        self.log_path = log_dir / f"{system}-{self.port}{tag}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -140,6 +165,7 @@ class SystemServer:
             "MAX_CONNECTIONS_PER_USER": "1000",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -157,11 +183,17 @@ class SystemServer:
     def pid(self) -> int:
         return self.process.pid if self.process is not None else 0
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM, as a deploy sends it; does not wait (see `stop`)."""
         if self.process is not None:
             self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(15)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -36,6 +36,7 @@ class ShardSpec:
     tokens: dict[str, str]
     concurrency: int = 200
     core: int = 1
+    resume: bool = False  # reconnect and resume when a stream ends (bench.resume)
 
 
 class Shard:
@@ -137,6 +138,10 @@ class Shard:
 async def _serve(pipe: Connection, spec: ShardSpec) -> None:
     loop = asyncio.get_running_loop()
     shard = Shard(spec)
+    if spec.resume:
+        from bench.resume import ResumeShard  # imports this module
+
+        shard = ResumeShard(spec)
     pipe.send(await shard.open_all())
     while True:
         command, arg = await loop.run_in_executor(None, pipe.recv)

@@ -140,3 +140,32 @@ def test_headline_summarises_the_scenarios(smoke: dict[str, Any]) -> None:
     assert headline["replay_ms"] == smoke["replay"]["gateway"]["median_total_ms"]
     assert headline["replay_complete"] is True
     assert headline["recovery_gateway"] == smoke["recovery"]["gateway"]
+
+
+@pytest.mark.timeout(180)
+def test_restart_clients_come_back(smoke: dict[str, Any]) -> None:
+    options = smoke["options"]
+    (size,) = options["restart_connections"]
+    (grace,) = options["restart_graces"]
+    for system in ("gateway", "baseline"):
+        (run,) = smoke["restart"][system]
+        assert (run["connections"], run["grace_s"]) == (size, grace)
+        assert (run["sse"], run["ws"], run["users"]) == (size - size // 4, size // 4, size // 4)
+        assert run["connected"] == size
+        # Every client is back on the replacement, and still there at the end.
+        assert run["back"] == run["live_at_end"] == size
+        assert 0 < run["listener_closed_s"] <= run["new_listening_s"] <= run["all_back_s"]
+        assert run["back_p50_s"] <= run["back_max_s"] <= run["all_back_s"]
+        assert run["published"] > 0
+        assert run["expected"] == run["published"] * 4  # each user: 3 SSE + 1 WebSocket
+        assert run["received"] + run["lost"] == run["expected"]
+        assert run["duplicates"] == 0
+        assert run["http_5xx"] == 0
+    gateway, baseline = smoke["restart"]["gateway"][0], smoke["restart"]["baseline"][0]
+    # Clients resume by id (or by the cursor of `connected`): nothing lost, nothing twice.
+    assert (gateway["lost"], gateway["out_of_order"], gateway["resyncs"]) == (0, 0, 0)
+    assert gateway["received"] == gateway["expected"]
+    # Every stream was ended by the drain with a farewell that names the restart.
+    assert gateway["events"].get("disconnect server_restart", 0) >= 1
+    # The origin design has no ids: what was published while a client was away is gone.
+    assert baseline["lost"] > 0
