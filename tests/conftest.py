@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
 from quart import Quart
 
 from quart_gateway.serving.embedded import EmbeddedRedis
@@ -28,6 +29,13 @@ from tests.servers import (
     start_redis,
 )
 from tests.support import SECRET, Upstream, start_upstream
+
+# Property tests: bounded by each test's max_examples, no example database left behind, and no
+# wall-clock limits (CI machines are shared: a slow example is not a failure).
+settings.register_profile(
+    "gateway", deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("gateway")
 
 
 @pytest.fixture(name="redis_server", scope="session")

@@ -492,7 +492,7 @@ def _refuse_constant(name: str) -> None:
     raise AssertionError(f"{name} is not JSON")
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=200)
 @given(
     fields=st.dictionaries(_text, _json_ish, max_size=6),
     event=st.sampled_from(sorted(events.DOMAIN_EVENT_TYPES)) | _text,
@@ -511,7 +511,7 @@ def test_encode_returns_utf8_json_or_raises_invalid_event_error(
     assert events.parse_event(decoded).event in events.DOMAIN_EVENT_TYPES
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=200)
 @given(
     fields=st.fixed_dictionaries({"class_id": _text, "class_designation": _text}), extra=_json_ish
 )

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from events.channels import (
     STREAM_ID_PART_MAX,
     USER_ID_MAX_LENGTH,
+    KeySpace,
     history_key,
     parse_stream_id,
     splice_id,
@@ -18,8 +19,8 @@ from events.channels import (
     valid_user_id,
 )
 
-# Bounded and without an example database, so runs leave nothing behind.
-bounded = settings(max_examples=200, deadline=None, database=None)
+# Bounded (the profile in tests/conftest.py leaves no example database behind).
+bounded = settings(max_examples=200)
 
 # Every code point, lone surrogates included.
 any_text = st.text(st.characters(exclude_categories=()))
@@ -29,6 +30,37 @@ uint64 = st.integers(min_value=0, max_value=STREAM_ID_PART_MAX)
 def test_channel_names() -> None:
     assert user_channel("u-1") == "ws:u-1"
     assert history_key("u-1") == "ws-history:u-1"
+    assert KeySpace().channel("u-1") == "ws:u-1"  # standalone and Sentinel: unchanged
+    assert KeySpace().user_key("conn-leases:", "u-1") == "conn-leases:u-1"
+
+
+def test_cluster_names_carry_the_user_id_as_a_hash_tag() -> None:
+    keys = KeySpace(cluster=True)
+    assert keys.channel("u-1") == user_channel("u-1", cluster=True) == "ws:{u-1}"
+    assert keys.history("u-1") == history_key("u-1", cluster=True) == "ws-history:{u-1}"
+    assert keys.user_key("conn-leases:", "u-1") == "conn-leases:{u-1}"
+    # A `}` would end the tag early and `%` is the escape: both are written as %XX, so two
+    # user ids never share a name.
+    assert keys.channel("}a") == "ws:{%7Da}"
+    assert keys.channel("a%7D") == "ws:{a%257D}"
+    assert keys.channel("a}") != keys.channel("a%7D")
+
+
+@bounded
+@given(any_text)
+@example("}")
+@example("{}")
+@example("a}b{c")
+def test_cluster_names_of_one_user_share_a_slot(user_id: str) -> None:
+    from redis.crc import key_slot
+
+    if not valid_user_id(user_id):
+        return
+    keys = KeySpace(cluster=True)
+    slot = key_slot(keys.channel(user_id).encode())
+    assert key_slot(keys.history(user_id).encode()) == slot
+    assert key_slot(keys.user_key("conn-leases:", user_id).encode()) == slot
+    assert key_slot(keys.user_key("ratelimit:status:", user_id).encode()) == slot
 
 
 def test_splice_id() -> None:

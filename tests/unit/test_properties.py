@@ -23,7 +23,7 @@ from quart_gateway.errors import AuthError
 from quart_gateway.live import wire
 from quart_gateway.live.history import _replayed
 
-bounded = settings(max_examples=300, deadline=None, database=None)
+bounded = settings(max_examples=300)
 
 any_text = st.text(st.characters(exclude_categories=()))  # lone surrogates included
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | any_text

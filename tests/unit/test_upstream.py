@@ -30,7 +30,7 @@ def test_status_bodies_pass() -> None:
     assert parse_json(nested(MAX_DEPTH)) is not None
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=200)
 @given(st.integers(min_value=0, max_value=80), st.sampled_from("[{"))
 def test_depth_is_measured_exactly(depth: int, opener: str) -> None:
     value: object = 1
