@@ -33,7 +33,7 @@ from events.catalog import (
     StudentUpdated,
     parse_event,
 )
-from events.channels import USER_ID_RULE, history_key, user_channel, valid_user_id
+from events.channels import USER_ID_RULE, KeySpace, history_key, user_channel, valid_user_id
 from events.schema import json_schemas
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "EssayStatusUpdated",
     "EssayStudentAssociationUpdated",
     "Event",
+    "KeySpace",
     "Ping",
     "Resync",
     "StudentCreated",

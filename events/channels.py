@@ -7,6 +7,7 @@ gateway (a token's `sub`, a client's `Last-Event-ID`) and by the publishers.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 CHANNEL_PREFIX = "ws:"
 HISTORY_PREFIX = "ws-history:"
@@ -40,14 +41,47 @@ def valid_user_id(user_id: object) -> bool:
     )
 
 
-def user_channel(user_id: str) -> str:
-    """Pub/sub channel carrying one user's live events (fixed by the origin contract)."""
-    return f"{CHANNEL_PREFIX}{user_id}"
+def cluster_tag(user_id: str) -> str:
+    """`{<user_id>}`: the Redis Cluster hash tag that puts every name of one user in one slot.
+
+    The slot of a name with a tag is the slot of the text between its first `{` and the first
+    `}` after it, so a `}` in the user id would cut the tag short (or, as its first character,
+    void it). The tag therefore writes `%` as `%25` and `}` as `%7D`; every other user id,
+    UUIDs, e-mail addresses and numbers among them, appears as it is.
+    """
+    return "{" + user_id.replace("%", "%25").replace("}", "%7D") + "}"
 
 
-def history_key(user_id: str) -> str:
-    """Redis Stream holding one user's recent events for resume."""
-    return f"{HISTORY_PREFIX}{user_id}"
+def user_channel(user_id: str, *, cluster: bool = False) -> str:
+    """Pub/sub channel carrying one user's live events: `ws:<user_id>` (fixed by the origin
+    contract); with `cluster`, the shard channel `ws:{<user_id>}`, in the slot of the history."""
+    return CHANNEL_PREFIX + (cluster_tag(user_id) if cluster else user_id)
+
+
+def history_key(user_id: str, *, cluster: bool = False) -> str:
+    """Redis Stream holding one user's recent events for resume: `ws-history:<user_id>`, or
+    `ws-history:{<user_id>}` with `cluster`."""
+    return HISTORY_PREFIX + (cluster_tag(user_id) if cluster else user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Every per-user Redis name of one deployment: standalone and Sentinel use the names of
+    the origin contract (`ws:<user_id>`); a Redis Cluster puts all of a user's names in one
+    slot with a hash tag (`ws:{<user_id>}`), so one script may touch them together."""
+
+    cluster: bool = False
+
+    def channel(self, user_id: str) -> str:
+        return user_channel(user_id, cluster=self.cluster)
+
+    def history(self, user_id: str) -> str:
+        return history_key(user_id, cluster=self.cluster)
+
+    def user_key(self, prefix: str, user_id: str) -> str:
+        """A gateway key of one user (rate limits, leases): `<prefix><user_id>`, tagged in a
+        cluster."""
+        return prefix + (cluster_tag(user_id) if self.cluster else user_id)
 
 
 # Field of each history stream entry that holds the event's JSON text (without its "id").

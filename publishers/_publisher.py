@@ -9,26 +9,33 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic_core import to_jsonable_python
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from events import DOMAIN_EVENT_TYPES, Event, parse_event
-from events.channels import HISTORY_FIELD, USER_ID_RULE, history_key, user_channel, valid_user_id
+from events.channels import HISTORY_FIELD, USER_ID_RULE, KeySpace, valid_user_id
 from publishers._errors import InvalidEventError, PublishError
 
 # KEYS[1] = history stream. ARGV = channel, event JSON (no id), max length, max age in ms.
 # Appends to history (capped exactly by length and age: the caps are small, and exact trimming
 # keeps "what can be resumed" predictable), then publishes the same JSON with the new
 # id spliced in as its first member. Returns the id. Atomic: no reader sees one without the other.
-_PUBLISH = f"""
+# In a Redis Cluster the channel is a shard channel (SPUBLISH) in the slot of the history key.
+_PUBLISH_TEMPLATE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', '{HISTORY_FIELD}', ARGV[2])
 redis.call('XTRIM', KEYS[1], 'MINID', tostring(math.max(0, now - tonumber(ARGV[4]))))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[1], '{{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+redis.call('%s', ARGV[1], '{{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 return id
 """
+_PUBLISH = _PUBLISH_TEMPLATE % "PUBLISH"
+_SPUBLISH = _PUBLISH_TEMPLATE % "SPUBLISH"
+
+# A cluster client raises RedisClusterException (not a RedisError) when no node answers.
+_REDIS_FAILURES = (RedisError, RedisClusterException, OSError)
 
 
 # What validating and serialising arbitrary caller data can raise. pydantic's ValidationError
@@ -81,15 +88,18 @@ def encode(event: Event | Mapping[str, Any]) -> tuple[Event, str]:
 
 
 class EventPublisher:
-    """Publishes typed events to one user's live channel `ws:{user_id}` and history.
+    """Publishes typed events to one user's live channel `ws:<user_id>` and history.
 
     Build it from an existing `redis.asyncio.Redis` (its connection pool is shared and not
     closed here) or from a URL with `from_url()` (then `aclose()` it, or use `async with`).
+    Given a `redis.asyncio.RedisCluster` (or `from_url(url, cluster=True)`), it publishes with
+    `SPUBLISH` to the shard channel `ws:{<user_id>}` and keeps history in
+    `ws-history:{<user_id>}`, the names a gateway in `REDIS_MODE=cluster` uses.
     """
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         history_max_events: int = 1000,
         history_ttl_seconds: int = 86_400,
@@ -104,11 +114,18 @@ class EventPublisher:
         self._ttl_ms = history_ttl_seconds * 1000
         self._timeout = timeout
         self._max_event_bytes = max_event_bytes
-        self._script = client.register_script(_PUBLISH)
+        cluster = isinstance(client, RedisCluster)
+        self._keys = KeySpace(cluster=cluster)
+        self._script = client.register_script(_SPUBLISH if cluster else _PUBLISH)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> EventPublisher:
-        client = aioredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> EventPublisher:
+        """`cluster=True`: `url` names any node of a Redis Cluster."""
+        client: aioredis.Redis | RedisCluster
+        if cluster:
+            client = RedisCluster.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        else:
+            client = aioredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
         publisher = cls(client, **kwargs)
         publisher._owns_client = True
         return publisher
@@ -159,12 +176,12 @@ class EventPublisher:
         try:
             async with asyncio.timeout(self._timeout):
                 event_id = await self._script(
-                    keys=[history_key(user_id)],
-                    args=[user_channel(user_id), text, self._max_events, self._ttl_ms],
+                    keys=[self._keys.history(user_id)],
+                    args=[self._keys.channel(user_id), text, self._max_events, self._ttl_ms],
                 )
         except TimeoutError as exc:
             raise PublishError(f"publish timed out after {self._timeout}s") from exc
-        except (RedisError, OSError) as exc:
+        except _REDIS_FAILURES as exc:
             raise PublishError(f"publish failed: {exc}") from exc
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import httpx
-import redis.asyncio as aioredis
 from quart import current_app
 
 from quart_gateway.admission.auth import TokenVerifier
@@ -16,8 +15,9 @@ from quart_gateway.admission.ratelimit import RateLimiter
 from quart_gateway.admission.tickets import TicketStore
 from quart_gateway.aio.supervisor import TaskSupervisor
 from quart_gateway.live.history import HistoryReader
-from quart_gateway.live.multiplexer import Multiplexer
+from quart_gateway.live.multiplexer import LiveChannels
 from quart_gateway.ops.metrics import Metrics
+from quart_gateway.redis_kinds import RedisClient
 from quart_gateway.serving.lifecycle import Lifecycle
 from quart_gateway.settings import Settings
 
@@ -30,9 +30,9 @@ class Services:
     metrics: Metrics
     verifier: TokenVerifier
     lifecycle: Lifecycle
-    redis: aioredis.Redis
+    redis: RedisClient
     http: httpx.AsyncClient
-    mux: Multiplexer
+    mux: LiveChannels
     rate_limiter: RateLimiter
     connection_limiter: ConnectionLimiter
     history: HistoryReader

@@ -87,7 +87,8 @@ class Settings:
     redis_url: Secret | None = None  # None in standalone mode: embedded single-node mode
     # standalone: REDIS_URL. sentinel: the primary of REDIS_SENTINEL_SERVICE as the sentinels
     # REDIS_SENTINELS report it (REDIS_URL, optional, gives its password, db and TLS).
-    redis_mode: Literal["standalone", "sentinel"] = "standalone"
+    # cluster: a Redis Cluster, REDIS_URL naming any of its nodes; sharded pub/sub.
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_service: str = "mymaster"
     redis_sentinel_password: Secret | None = None
@@ -152,10 +153,16 @@ class Settings:
         if public_key:
             public_key = public_key.replace("\\n", "\n")  # one-line PEM in a Heroku config var
         redis_url = env.url("REDIS_URL", ("redis", "rediss", "unix"))
-        redis_mode = env.choice("REDIS_MODE", ("standalone", "sentinel"), "standalone")
+        redis_mode = env.choice("REDIS_MODE", ("standalone", "sentinel", "cluster"), "standalone")
         sentinels = env.addresses("REDIS_SENTINELS")
         if redis_mode == "sentinel" and not sentinels:
             raise ConfigError("REDIS_SENTINELS", "is required with REDIS_MODE=sentinel")
+        if redis_mode == "cluster" and (
+            redis_url is None or str(redis_url).lower().startswith("unix:")
+        ):
+            raise ConfigError(
+                "REDIS_URL", "(redis:// or rediss://, any node) is required with REDIS_MODE=cluster"
+            )
         dev_mode = env.flag("GATEWAY_DEV_MODE", False)
         if dev_mode and (redis_url is not None or redis_mode != "standalone"):
             # Dev mode mints tokens for anyone: it must never reach a shared deployment.

@@ -248,3 +248,152 @@ def current_primary_port(topology: SentinelTopology) -> int:
         topology.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.service
     )
     return int(port)
+
+
+# --- Redis Cluster -----------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterTopology:
+    """Three primaries and three replicas (`redis-cli --cluster create`), all real processes."""
+
+    nodes: dict[int, EmbeddedRedis]  # by port
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{next(iter(self.nodes))}/0"
+
+    def url_avoiding(self, port: int) -> str:
+        """The URL of a node other than `port` (a client must not depend on a node we kill)."""
+        other = next(p for p in self.nodes if p != port)
+        return f"redis://127.0.0.1:{other}/0"
+
+    def first_slot_of(self, port: int) -> int:
+        """The lowest slot `port` serves (`redis-cli --cluster reshard` moves those first)."""
+        for p, node in self.nodes.items():
+            if node.pid is not None:
+                return min(
+                    int(s) for s, _, m, *_ in _ask(p, "CLUSTER", "SLOTS") if int(m[1]) == port
+                )
+        raise RuntimeError("no cluster node answers")
+
+    def primaries(self) -> dict[int, str]:
+        """Port -> node id of every primary that is up and owns slots."""
+        found: dict[int, str] = {}
+        for port, node in self.nodes.items():
+            if node.pid is None:
+                continue
+            try:
+                lines = _ask(port, "CLUSTER", "NODES")
+            except Exception:  # this one is down: ask another
+                continue
+            for line in str(lines).splitlines():
+                fields = line.split()
+                if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8:
+                    found[int(fields[1].split(":")[1].split("@")[0])] = fields[0]
+            return found
+        raise RuntimeError("no cluster node answers")
+
+    def owner_of(self, slot: int) -> int:
+        """Port of the primary serving `slot`, as a live node sees it."""
+        for port, node in self.nodes.items():
+            if node.pid is None:
+                continue
+            for start, end, primary, *_ in _ask(port, "CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return int(primary[1])
+        raise RuntimeError(f"slot {slot} is not served")
+
+    def cli(self, *args: str, timeout: float = 60) -> str:
+        done = subprocess.run(
+            [cluster_cli(), *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout[-2000:]}{done.stderr}")
+        return done.stdout
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Until every running node reports `cluster_state:ok` and agrees on the slot owners."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                alive = [p for p, n in self.nodes.items() if n.pid is not None]
+                states = [_ask(p, "CLUSTER", "INFO") for p in alive]
+                views = {
+                    tuple(sorted((int(s), int(e), int(m[1])) for s, e, m, *_ in
+                                 _ask(p, "CLUSTER", "SLOTS")))
+                    for p in alive
+                }  # fmt: skip
+                if all("cluster_state:ok" in str(s) for s in states) and len(views) == 1:
+                    return
+            except Exception:  # a node not up yet
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not become healthy")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.kill()
+            node.cleanup()
+
+
+def cluster_cli() -> str:
+    """`redis-cli` (it creates and reshards the cluster); the tests that need it skip without."""
+    import shutil
+
+    found = shutil.which("redis-cli")
+    if found is None:
+        pytest.skip("redis-cli is not on PATH (Debian: apt-get install redis-tools)")
+    return found
+
+
+def _cluster_port() -> int:
+    """A free port P whose bus port P + 10000 is free too (Redis requires P <= 55535)."""
+    import random
+    import socket
+
+    while True:
+        port = random.randint(20_000, 45_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        return port
+
+
+def start_cluster(node_timeout_ms: int = 1000) -> ClusterTopology:
+    """Six nodes, created as three primaries with one replica each; waits until healthy."""
+    cluster_cli()
+    ports = [_cluster_port() for _ in range(6)]
+    nodes: dict[int, EmbeddedRedis] = {}
+    topology = ClusterTopology(nodes)
+    try:
+        for port in ports:
+            node = EmbeddedRedis(
+                port=port,
+                args=[
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(node_timeout_ms),
+                    "--cluster-replica-validity-factor", "0",
+                ],
+            )  # fmt: skip
+            node.start()
+            nodes[port] = node
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        topology.cli("--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes")
+        topology.wait_healthy()
+        deadline = time.monotonic() + 30
+        while True:  # every replica has synced with its primary
+            links = [_ask(p, "INFO", "replication").get("master_link_status", "up") for p in ports]
+            if all(link == "up" for link in links):
+                return topology
+            if time.monotonic() > deadline:
+                raise RuntimeError("cluster replicas did not sync")
+            time.sleep(0.1)
+    except BaseException:
+        topology.stop()
+        raise

@@ -18,12 +18,10 @@ from collections import defaultdict
 from contextlib import suppress
 from typing import Literal
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from quart_gateway.aio.concurrency import current_task_cancelling
 from quart_gateway.aio.supervisor import TaskSupervisor
 from quart_gateway.ops.metrics import Metrics
+from quart_gateway.redis_kinds import REDIS_FAILURES, RedisClient, key_space, per_slot
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +57,13 @@ return out
 Op = Literal["take", "give", "keep"]
 
 
-def _key(user_id: str) -> str:
-    return f"conn-leases:{user_id}"
+KEY_PREFIX = "conn-leases:"
 
 
 class ConnectionLimiter:
-    def __init__(self, client: aioredis.Redis, limit: int, metrics: Metrics) -> None:
+    def __init__(self, client: RedisClient, limit: int, metrics: Metrics) -> None:
+        self._client = client
+        self._keys = key_space(client)
         self._limit = limit
         self._metrics = metrics
         self._script = client.register_script(_LEASES)
@@ -79,7 +78,7 @@ class ConnectionLimiter:
 
     async def stop(self) -> None:
         """Give back what is still queued (the supervisor has stopped the loops)."""
-        with suppress(RedisError, OSError, TimeoutError):
+        with suppress(*REDIS_FAILURES):
             async with asyncio.timeout(0.5):
                 await self._flush()
 
@@ -124,7 +123,7 @@ class ConnectionLimiter:
             self._wakeup.clear()
             try:
                 await self._flush()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_FAILURES as exc:
                 if current_task_cancelling():
                     raise asyncio.CancelledError from exc  # asyncio.timeout swallowed our cancel
                 logger.warning("connection leases unavailable: %s", type(exc).__name__)
@@ -139,14 +138,7 @@ class ConnectionLimiter:
             batch, self._queue = self._queue[:BATCH_LIMIT], self._queue[BATCH_LIMIT:]
             try:
                 async with asyncio.timeout(5.0):
-                    verdicts = await self._script(
-                        keys=[_key(user) for _, user, _, _ in batch],
-                        args=[
-                            LEASE_TTL_MS,
-                            self._limit,
-                            *(x for op, _, m, _ in batch for x in (op, m)),
-                        ],
-                    )
+                    verdicts = await self._run(batch)
             except Exception:
                 verdicts = [1] * len(batch)  # fail open; given-back leases lapse by themselves
                 if any(op == "take" for op, _, _, _ in batch):
@@ -156,6 +148,25 @@ class ConnectionLimiter:
                 self._settle(batch, verdicts)
                 raise
             self._settle(batch, verdicts)
+
+    async def _run(
+        self, batch: list[tuple[Op, str, str, asyncio.Future[bool] | None]]
+    ) -> list[int]:
+        """One Lua call for the batch (in a cluster, one per slot: a user's leases are one key)."""
+        keys = [self._keys.user_key(KEY_PREFIX, user) for _, user, _, _ in batch]
+
+        async def call(indices: list[int]) -> list[int]:
+            result: list[int] = await self._script(
+                keys=[keys[i] for i in indices],
+                args=[
+                    LEASE_TTL_MS,
+                    self._limit,
+                    *(x for i in indices for x in (batch[i][0], batch[i][2])),
+                ],
+            )
+            return result
+
+        return await per_slot(self._client, keys, call)
 
     def _settle(
         self, batch: list[tuple[Op, str, str, asyncio.Future[bool] | None]], verdicts: list[int]

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from quart_gateway.errors import RateLimitedError
 from quart_gateway.ops.metrics import Metrics
+from quart_gateway.redis_kinds import REDIS_FAILURES, RedisClient, key_space
 from quart_gateway.settings import RateLimit
 
 logger = logging.getLogger(__name__)
@@ -31,10 +29,11 @@ return {count, ttl}
 
 class RateLimiter:
     def __init__(
-        self, client: aioredis.Redis, rate: RateLimit, metrics: Metrics, *, scope: str
+        self, client: RedisClient, rate: RateLimit, metrics: Metrics, *, scope: str
     ) -> None:
         self._rate = rate
         self._metrics = metrics
+        self._keys = key_space(client)
         self._prefix = f"ratelimit:{scope}:"
         self._script = client.register_script(_HIT)
 
@@ -43,9 +42,10 @@ class RateLimiter:
         try:
             async with asyncio.timeout(1.0):
                 count, ttl_ms = await self._script(
-                    keys=[self._prefix + user_id], args=[self._rate.period_s * 1000]
+                    keys=[self._keys.user_key(self._prefix, user_id)],
+                    args=[self._rate.period_s * 1000],
                 )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._metrics.redis_errors.labels(operation="rate_limit").inc()
             logger.warning("rate limit unavailable, allowing the request: %s", type(exc).__name__)
             return

@@ -16,14 +16,14 @@ import math
 import secrets
 import time
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from events.channels import valid_user_id
 from quart_gateway.admission.auth import MAX_EXP, Principal
 from quart_gateway.aio.batching import Batcher
 from quart_gateway.errors import AuthError, GatewayError
 from quart_gateway.ops.metrics import Metrics
+from quart_gateway.redis_kinds import REDIS_FAILURES, RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def ticket_key(ticket: str) -> str:
 
 
 class TicketStore:
-    def __init__(self, client: aioredis.Redis, ttl_seconds: int, metrics: Metrics) -> None:
+    def __init__(self, client: RedisClient, ttl_seconds: int, metrics: Metrics) -> None:
         self._redis = client
         self._ttl = ttl_seconds
         self._metrics = metrics
@@ -64,7 +64,7 @@ class TicketStore:
         value = json.dumps([principal.user_id, principal.expires_at])
         try:
             await self._redis.set(ticket_key(ticket), value, ex=ttl)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._metrics.redis_errors.labels(operation="stream_ticket").inc()
             logger.warning("stream ticket not stored: %s", type(exc).__name__)
             raise TicketStoreUnavailableError() from exc
@@ -77,7 +77,7 @@ class TicketStore:
             raise AuthError("Stream ticket not valid")
         try:
             raw = await self._redeem.call(ticket_key(ticket))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._metrics.redis_errors.labels(operation="stream_ticket").inc()
             logger.warning("stream ticket not checked: %s", type(exc).__name__)
             raise AuthError("Stream ticket cannot be checked") from exc

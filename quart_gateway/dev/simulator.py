@@ -15,8 +15,6 @@ import uuid
 from contextlib import suppress
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from events.catalog import utc_now_iso
 from publishers import (
     BatchOrchestratorPublisher,
@@ -24,6 +22,7 @@ from publishers import (
     EventPublisher,
     FileServicePublisher,
 )
+from quart_gateway.redis_kinds import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class BatchRun:
     STEP_SECONDS = 0.7
 
     def __init__(
-        self, redis: aioredis.Redis, user_id: str, batch_id: str, *, step_seconds: float
+        self, redis: RedisClient, user_id: str, batch_id: str, *, step_seconds: float
     ) -> None:
         self._redis = redis
         self._user_id = user_id
@@ -98,7 +97,7 @@ class BatchRun:
         )
 
 
-async def stored_status(redis: aioredis.Redis, batch_id: str) -> dict[str, Any] | None:
+async def stored_status(redis: RedisClient, batch_id: str) -> dict[str, Any] | None:
     """The last state a run saved for `batch_id`, as the result aggregator answers it."""
     raw = await redis.get(STATE_PREFIX + batch_id)
     if raw is None:
@@ -107,7 +106,7 @@ async def stored_status(redis: aioredis.Redis, batch_id: str) -> dict[str, Any] 
     return record
 
 
-def start(redis: aioredis.Redis, user_id: str, *, step_seconds: float) -> str:
+def start(redis: RedisClient, user_id: str, *, step_seconds: float) -> str:
     """Start a run for `user_id` in the background; returns its batch id."""
     batch_id = f"batch-{uuid.uuid4().hex[:8]}"
     run = BatchRun(redis, user_id, batch_id, step_seconds=step_seconds)

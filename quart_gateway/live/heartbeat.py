@@ -12,7 +12,7 @@ import itertools
 import logging
 
 from quart_gateway.live.messages import ping_frame
-from quart_gateway.live.multiplexer import Multiplexer
+from quart_gateway.live.multiplexer import LiveChannels
 from quart_gateway.ops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SLOTS = 8
 
 
-async def run_heartbeat(mux: Multiplexer, interval: float, metrics: Metrics) -> None:
+async def run_heartbeat(mux: LiveChannels, interval: float, metrics: Metrics) -> None:
     """Ping one slot of `mux`'s connections every `interval / HEARTBEAT_SLOTS` seconds, until
     cancelled. The caller owns the task (the lifespan)."""
     for tick in itertools.count():

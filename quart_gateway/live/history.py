@@ -16,18 +16,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from events.channels import (
     HISTORY_FIELD,
     MARKER_FIELD,
-    history_key,
     parse_stream_id,
     splice_id,
 )
 from quart_gateway.aio.batching import Batcher
 from quart_gateway.live.wire import DropReason, Frame, decode_message
+from quart_gateway.redis_kinds import REDIS_FAILURES, RedisClient, key_space, per_slot
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +86,9 @@ class Replay:
 
 
 class HistoryReader:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
+        self._client = client
+        self._keys = key_space(client)
         self._script = client.register_script(_READ)
         self._cursor_script = client.register_script(_CURSOR)
         self._cursors: Batcher[str, Any] = Batcher(self._read_cursors, limit=CURSOR_BATCH_LIMIT)
@@ -99,8 +100,8 @@ class HistoryReader:
         if parse_stream_id(last_id) is None:
             return Replay([], "unknown_id")
         try:
-            result = await self._batcher.call((history_key(user_id), last_id))
-        except (RedisError, OSError, TimeoutError) as exc:
+            result = await self._batcher.call((self._keys.history(user_id), last_id))
+        except REDIS_FAILURES as exc:
             raise HistoryUnavailableError(type(exc).__name__) from exc
         if not result or int(result[0]) == 0:
             return Replay([], "trimmed")
@@ -113,21 +114,29 @@ class HistoryReader:
         """The id of the newest entry of the user's history (creating a marker entry when the
         history is empty): a position from which a resume misses nothing published later."""
         try:
-            raw = await self._cursors.call(history_key(user_id))
-        except (RedisError, OSError, TimeoutError) as exc:
+            raw = await self._cursors.call(self._keys.history(user_id))
+        except REDIS_FAILURES as exc:
             raise HistoryUnavailableError(type(exc).__name__) from exc
         return _text(raw)
 
     async def _read_cursors(self, keys: list[str]) -> list[Any]:
-        result: list[Any] = await self._cursor_script(keys=keys, args=[MARKER_TTL_MS])
-        return result
+        async def call(indices: list[int]) -> list[Any]:
+            result: list[Any] = await self._cursor_script(
+                keys=[keys[i] for i in indices], args=[MARKER_TTL_MS]
+            )
+            return result
+
+        return await per_slot(self._client, keys, call)
 
     async def _read(self, requests: list[tuple[str, str]]) -> list[Any]:
-        result: list[Any] = await self._script(
-            keys=[key for key, _ in requests],
-            args=[MAX_REPLAY + 1, *(last_id for _, last_id in requests)],
-        )
-        return result
+        async def call(indices: list[int]) -> list[Any]:
+            result: list[Any] = await self._script(
+                keys=[requests[i][0] for i in indices],
+                args=[MAX_REPLAY + 1, *(requests[i][1] for i in indices)],
+            )
+            return result
+
+        return await per_slot(self._client, [key for key, _ in requests], call)
 
 
 def _replayed(raw_id: Any, fields: list[Any]) -> Frame | None:

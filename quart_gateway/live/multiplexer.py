@@ -16,6 +16,11 @@ channel's `SUBSCRIBE` is acknowledged, marks a gap on the connections that were 
 the outage; each one then backfills from history (or gets `resync`, see live/stream.py).
 A watchdog pings the idle connection and restarts it if Redis stops answering (a half-open
 TCP connection looks healthy otherwise).
+
+One `Multiplexer` drives one connection to one server. In a Redis Cluster it is the engine of
+one shard primary (`sharded=True`: `SSUBSCRIBE`, `smessage`, `SUNSUBSCRIBE`), and
+`live/cluster.py` routes each channel to the engine of its slot's owner, moving channels
+between engines (`release()`/`adopt()`) when the topology changes.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.crc import key_slot
+from redis.exceptions import MovedError, RedisError, ResponseError
 
 from events.channels import user_channel, valid_user_id
 from quart_gateway.aio.backoff import Backoff
@@ -47,6 +53,8 @@ logger = logging.getLogger(__name__)
 ConnectionFactory = Callable[[], aioredis.Connection]
 # Publishes one message on a channel through a connection other than the pub/sub one.
 Canary = Callable[[str, str], Awaitable[object]]
+# Told when the connection is lost or Redis says a channel lives elsewhere (cluster).
+Trouble = Callable[[], None]
 
 # Each worker's canary channel: not a user channel, so no client ever subscribes to it.
 CANARY_PREFIX = "gateway-canary:"
@@ -68,11 +76,29 @@ class MultiplexerStatistics:
     deaf_detections: int
 
 
-class _Channel:
-    __slots__ = ("active", "legacy", "name", "subscribers")
+class LiveChannels(Protocol):
+    """What the app needs of a worker's subscriptions: a `Multiplexer` (one Redis) or a
+    `live.cluster.ClusterMultiplexer` (one engine per shard primary)."""
 
-    def __init__(self, name: str) -> None:
+    def subscribe(self, user_id: str) -> AbstractAsyncContextManager[Subscriber]: ...
+
+    def broadcast(self, frame: Frame, *, slot: int = 0, slots: int = 1) -> None: ...
+
+    def subscribers(self) -> list[Subscriber]: ...
+
+    def statistics(self) -> MultiplexerStatistics: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Channel:
+    __slots__ = ("active", "legacy", "name", "slot", "subscribers")
+
+    def __init__(self, name: str, slot: int = -1) -> None:
         self.name = name
+        self.slot = slot  # cluster hash slot; -1 when there is no cluster
         self.subscribers: set[Subscriber] = set()
         self.active = False  # SUBSCRIBE acknowledged on the current connection
         self.legacy = False  # has carried events without ids (bare PUBLISH): not in history
@@ -89,6 +115,9 @@ class Multiplexer:
         probe_interval: float = 5.0,
         backoff: Backoff | None = None,
         canary: Canary | None = None,
+        sharded: bool = False,
+        canary_channel: str | None = None,
+        on_trouble: Trouble | None = None,
     ) -> None:
         self._factory = connection_factory
         self._metrics = metrics
@@ -96,7 +125,7 @@ class Multiplexer:
         self._max_bytes = max_bytes
         self._probe_interval = probe_interval
         self._backoff = backoff or Backoff()
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str, Channel] = {}
         self._inflight: Counter[str] = Counter()  # SUBSCRIBEs sent but not yet acknowledged
         self._commands: asyncio.Queue[tuple[str, ...]] = asyncio.Queue()
         self._needs_gap: set[Subscriber] = set()
@@ -107,7 +136,15 @@ class Multiplexer:
         self._subscribers = 0
         self._closing = False
         self._canary = canary
-        self._canary_channel = f"{CANARY_PREFIX}{uuid.uuid4().hex}"
+        self._canary_channel = canary_channel or f"{CANARY_PREFIX}{uuid.uuid4().hex}"
+        self._sharded = sharded
+        prefix = "S" if sharded else ""
+        self._subscribe_command = f"{prefix}SUBSCRIBE"
+        self._unsubscribe_command = f"{prefix}UNSUBSCRIBE"
+        self._message_kind = f"{prefix}message".lower().encode()
+        self._subscribe_kind = self._subscribe_command.lower().encode()
+        self._unsubscribe_kind = self._unsubscribe_command.lower().encode()
+        self._on_trouble = on_trouble
         self._canary_sent: float | None = None  # when the canary in flight was published
         self._canary_round_trip: float | None = None
         self._canary_ready = False  # its SUBSCRIBE is acknowledged on this connection
@@ -163,28 +200,98 @@ class Multiplexer:
         if not valid_user_id(user_id):
             # Admission refuses these; here it guards the one SUBSCRIBE every channel shares.
             raise ValueError("not a valid user id")
-        sub = Subscriber(user_id, max_events=self._max_events, max_bytes=self._max_bytes)
         name = user_channel(user_id)
+        sub = self.join(user_id, name)
+        try:
+            yield sub
+        finally:
+            self.leave(sub, name)
+
+    def join(self, user_id: str, name: str, slot: int = -1) -> Subscriber:
+        """Register a connection on channel `name`, subscribing it if it is the first."""
+        sub = Subscriber(user_id, max_events=self._max_events, max_bytes=self._max_bytes)
         channel = self._channels.get(name)
         if channel is None:
-            channel = self._channels[name] = _Channel(name)
+            channel = self._channels[name] = Channel(name, slot)
             channel.subscribers.add(sub)
             self._subscribers += 1
-            self._send("SUBSCRIBE", name)
+            self._send(self._subscribe_command, name)
         else:
             channel.subscribers.add(sub)
             self._subscribers += 1
             if channel.active:
                 sub.activate()
-        try:
-            yield sub
-        finally:
-            self._subscribers -= 1
-            self._needs_gap.discard(sub)
-            channel.subscribers.discard(sub)
-            if not channel.subscribers and self._channels.get(name) is channel:
-                del self._channels[name]
-                self._send("UNSUBSCRIBE", name)
+        return sub
+
+    def leave(self, sub: Subscriber, name: str) -> bool:
+        """Unregister a connection; True when it was the channel's last (now unsubscribed)."""
+        channel = self._channels.get(name)
+        self._needs_gap.discard(sub)
+        if channel is None or sub not in channel.subscribers:
+            return False
+        self._subscribers -= 1
+        channel.subscribers.discard(sub)
+        if channel.subscribers:
+            return False
+        del self._channels[name]
+        self._send(self._unsubscribe_command, name)
+        return True
+
+    # --- moving channels between engines (cluster) -------------------------------------------
+
+    @property
+    def channels(self) -> dict[str, Channel]:
+        return self._channels
+
+    @property
+    def canary_channel(self) -> str:
+        return self._canary_channel
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def release(self, name: str) -> tuple[Channel, set[Subscriber]] | None:
+        """Hand channel `name` over to another engine: it leaves this connection, and the
+        returned connections (all of it, if it was active here) may have missed events."""
+        channel = self._channels.pop(name, None)
+        if channel is None:
+            return None
+        self._inflight.pop(name, None)
+        self._subscribers -= len(channel.subscribers)
+        gap = channel.subscribers & self._needs_gap
+        self._needs_gap -= gap
+        if channel.active:
+            gap = set(channel.subscribers)
+            channel.active = False
+        self._send(self._unsubscribe_command, name)
+        return channel, gap
+
+    def adopt(self, channel: Channel, gap: set[Subscriber]) -> None:
+        """Take over a channel released by another engine; `gap` backfill once it is active."""
+        self._channels[channel.name] = channel
+        self._subscribers += len(channel.subscribers)
+        self._needs_gap |= gap
+        self._send(self._subscribe_command, channel.name)
+
+    def resubscribe(self, name: str) -> None:
+        """Subscribe `name` again if it is neither active nor on its way (a cluster told this
+        connection it had moved, and it has not)."""
+        channel = self._channels.get(name)
+        if channel is not None and not channel.active and not self._inflight.get(name):
+            self._send(self._subscribe_command, name)
+
+    def resubscribe_canary(self) -> None:
+        if not self._canary_ready and not self._inflight.get(self._canary_channel):
+            self._send(self._subscribe_command, self._canary_channel)
+
+    def replace_canary(self, name: str) -> None:
+        """Use another canary channel (cluster: the old one's slot moved to another node)."""
+        old, self._canary_channel = self._canary_channel, name
+        self._canary_sent, self._canary_ready = None, False
+        self._inflight.pop(old, None)
+        self._send(self._unsubscribe_command, old)
+        self._send(self._subscribe_command, name)
 
     def broadcast(self, frame: Frame, *, slot: int = 0, slots: int = 1) -> None:
         """Offer `frame` to the active connections of one slot out of `slots` (heartbeats:
@@ -205,7 +312,7 @@ class Multiplexer:
         """
         if self._conn is None:
             return
-        if args[0] == "SUBSCRIBE":
+        if args[0] == self._subscribe_command:
             for name in args[1:]:
                 self._inflight[name] += 1
         self._commands.put_nowait(args)
@@ -242,6 +349,8 @@ class Multiplexer:
                 self._backoff.reset()  # it worked for a while: this is a new outage
             first = False
             await self._drop_connection()
+            if self._on_trouble is not None:
+                self._on_trouble()
             self._reconnects += 1
             self._metrics.redis_reconnects.inc()
             # Every open connection may miss events from now until its channel is back.
@@ -269,7 +378,12 @@ class Multiplexer:
         self._conn, names = conn, list(self._channels)
         self._last_heard = time.monotonic()
         self._canary_sent, self._canary_ready = None, False
-        self._send("SUBSCRIBE", self._canary_channel, *names)
+        if self._sharded:
+            # One slot per command: a cluster refuses a SSUBSCRIBE across slots (CROSSSLOT).
+            for name in (self._canary_channel, *names):
+                self._send(self._subscribe_command, name)
+        else:
+            self._send(self._subscribe_command, self._canary_channel, *names)
         if not first:
             logger.warning("redis pub/sub reconnected; resubscribing %d channels", len(names))
         await first_completed(self._read(conn), self._write(conn), self._watchdog(conn))
@@ -278,7 +392,14 @@ class Multiplexer:
         channels = self._channels
         metrics = self._metrics
         while True:
-            response = await conn.read_response(timeout=math.inf)
+            try:
+                response = await conn.read_response(timeout=math.inf)
+            except ResponseError as exc:
+                # An error reply (read whole: the connection stays usable), e.g. MOVED to a
+                # SSUBSCRIBE whose slot another node serves now.
+                self._last_heard = time.monotonic()
+                self._refused(exc)
+                continue
             self._last_heard = time.monotonic()
             if not isinstance(response, list) or not response:
                 continue
@@ -289,24 +410,53 @@ class Multiplexer:
                 metrics.dropped.labels(reason="internal_error").inc()
                 logger.exception("failed to handle a pub/sub message; dropped")
 
-    def _handle(self, response: list[Any], channels: dict[str, _Channel], metrics: Metrics) -> None:
+    def _handle(self, response: list[Any], channels: dict[str, Channel], metrics: Metrics) -> None:
         kind = response[0]
-        if kind == b"message" and response[1] == self._canary_channel.encode():
-            self._canary_heard()
-        elif kind == b"message":
+        if kind == self._message_kind:
             channel = channels.get(response[1].decode("utf-8", "replace"))
             if channel is None:
-                return  # unsubscribed meanwhile
+                if response[1] == self._canary_channel.encode():
+                    self._canary_heard()
+                return  # else unsubscribed meanwhile
             frame = decode_message(response[2])
             if isinstance(frame, DropReason):
                 metrics.dropped.labels(reason=str(frame)).inc()
                 self._log_drop(frame)
                 return
             self._dispatch(channel, frame)
-        elif kind == b"subscribe":
+        elif kind == self._subscribe_kind:
             self._acknowledged(response[1].decode("utf-8", "replace"))
+        elif kind == self._unsubscribe_kind and self._sharded:
+            self._unsubscribed(response[1].decode("utf-8", "replace"))
 
-    def _dispatch(self, channel: _Channel, frame: Frame) -> None:
+    def _refused(self, exc: ResponseError) -> None:
+        """An error reply to a (UN)SUBSCRIBE or PING. MOVED: the channels of that slot wait
+        for the topology to be refreshed and are then subscribed where they live now."""
+        if isinstance(exc, MovedError):
+            for name in [n for n in self._inflight if key_slot(n.encode()) == exc.slot_id]:
+                del self._inflight[name]
+                if name == self._canary_channel:
+                    self._canary_ready = False
+        else:
+            logger.warning("redis refused a pub/sub command: %s", exc)
+        if self._on_trouble is not None:
+            self._on_trouble()
+
+    def _unsubscribed(self, name: str) -> None:
+        """A `sunsubscribe` from Redis. For a channel still wanted here and acknowledged, the
+        server dropped it: its slot moved to another node (Redis 7 tells shard subscribers)."""
+        if name == self._canary_channel and not self._inflight.get(name):
+            self._canary_sent, self._canary_ready = None, False
+        else:
+            channel = self._channels.get(name)
+            if channel is None or self._inflight.get(name) or not channel.active:
+                return  # the acknowledgement of our own SUNSUBSCRIBE
+            channel.active = False
+            self._needs_gap.update(channel.subscribers)
+        if self._on_trouble is not None:
+            self._on_trouble()
+
+    def _dispatch(self, channel: Channel, frame: Frame) -> None:
         if frame.event_id is None:
             channel.legacy = True
         delivered = 0

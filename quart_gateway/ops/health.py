@@ -7,10 +7,10 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app
 from quart_schema import document_response, hide, tag
-from redis.exceptions import RedisError
 
 from quart_gateway.ops import metrics_group
 from quart_gateway.ops.metrics import CONTENT_TYPE
+from quart_gateway.redis_kinds import REDIS_FAILURES
 from quart_gateway.schemas import HealthResponse, ReadinessResponse
 from quart_gateway.services import services
 
@@ -36,7 +36,7 @@ async def readyz() -> Any:  # a pydantic model and a status; quart-schema serial
     try:
         async with asyncio.timeout(1.0):
             redis_ok = bool(await svc.redis.ping())
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_FAILURES:
         redis_ok = False
     listener_ok = svc.mux.statistics().healthy
     draining = svc.lifecycle.draining

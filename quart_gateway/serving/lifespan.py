@@ -21,15 +21,17 @@ from quart_gateway.admission.connection_limit import ConnectionLimiter
 from quart_gateway.admission.ratelimit import RateLimiter
 from quart_gateway.aio.supervisor import TaskSupervisor
 from quart_gateway.hydrate.upstream import create_client
+from quart_gateway.live.cluster import ClusterMultiplexer
 from quart_gateway.live.heartbeat import run_heartbeat
 from quart_gateway.live.history import HistoryReader
-from quart_gateway.live.multiplexer import Multiplexer
+from quart_gateway.live.multiplexer import LiveChannels, Multiplexer
 from quart_gateway.ops.metrics import Metrics
 from quart_gateway.services import EXTENSION_KEY, Services
 from quart_gateway.serving.embedded import EmbeddedRedis, start_embedded
 from quart_gateway.serving.lifecycle import Lifecycle
 from quart_gateway.serving.redis_clients import (
     RedisTarget,
+    cluster_node_connector,
     command_client,
     pubsub_connection_factory,
 )
@@ -66,14 +68,26 @@ class Lifespan:
         metrics = Metrics()
         tasks = TaskSupervisor(on_failure=lambda name: metrics.task_failures.labels(name).inc())
         redis = command_client(target)
-        mux = Multiplexer(
-            pubsub_connection_factory(target),
-            metrics=metrics,
-            max_events=settings.subscriber_queue_events,
-            max_bytes=settings.subscriber_queue_bytes,
-            probe_interval=settings.redis_probe_interval_seconds,
-            canary=redis.publish,
-        )
+        mux: LiveChannels
+        if target.cluster:
+            mux = ClusterMultiplexer(
+                cluster_node_connector(target),
+                target.seeds(),
+                metrics=metrics,
+                max_events=settings.subscriber_queue_events,
+                max_bytes=settings.subscriber_queue_bytes,
+                probe_interval=settings.redis_probe_interval_seconds,
+                canary=redis.spublish,  # routed to the node serving the canary's slot
+            )
+        else:
+            mux = Multiplexer(
+                pubsub_connection_factory(target),
+                metrics=metrics,
+                max_events=settings.subscriber_queue_events,
+                max_bytes=settings.subscriber_queue_bytes,
+                probe_interval=settings.redis_probe_interval_seconds,
+                canary=redis.publish,
+            )
         metrics.add_listener_gauges(mux.statistics)
         lifecycle = Lifecycle()
         lifecycle.attach(mux)

@@ -10,6 +10,9 @@ Both follow `REDIS_MODE`:
   the command connection on its next call. A demoted primary answers writes with READONLY,
   which redis-py turns into a reconnect. `REDIS_URL`, when set, gives the primary's password,
   database and TLS.
+- `cluster`: `REDIS_URL` names any node of a Redis Cluster (its password and TLS apply to
+  every node). Commands go through a `RedisCluster` client, which routes each key to its
+  slot's node; pub/sub connections are made per node for `live.cluster.ClusterMultiplexer`.
 """
 
 from __future__ import annotations
@@ -18,16 +21,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 
+from quart_gateway.live.cluster import NodeConnector
 from quart_gateway.live.multiplexer import ConnectionFactory
+from quart_gateway.redis_kinds import RedisClient
 from quart_gateway.settings import Settings
 
 COMMAND_TIMEOUT_SECONDS = 2.0
 COMMAND_CONNECTIONS = 1
+CLUSTER_CONNECTIONS_PER_NODE = 16
 SENTINEL_TIMEOUT_SECONDS = 1.0
 
 
@@ -40,6 +47,7 @@ class RedisTarget:
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str = "mymaster"
     sentinel_password: str | None = None
+    cluster: bool = False
 
     @classmethod
     def of(cls, settings: Settings, url: str | None = None) -> RedisTarget:
@@ -55,7 +63,13 @@ class RedisTarget:
                 settings.redis_sentinel_service,
                 str(password) if password else None,
             )
-        return cls(url, settings.redis_ssl_verify)
+        return cls(url, settings.redis_ssl_verify, cluster=settings.redis_mode == "cluster")
+
+    def seeds(self) -> list[tuple[str, int]]:
+        """Cluster: the node REDIS_URL names, where the topology is first asked for."""
+        assert self.url is not None
+        parsed = parse_url(self.url)
+        return [(str(parsed.get("host", "localhost")), int(parsed.get("port", 6379)))]
 
 
 def _transport_options(url: str, verify: bool) -> dict[str, Any]:
@@ -99,7 +113,7 @@ def _sentinel(target: RedisTarget) -> Sentinel:
     )
 
 
-def command_client(target: RedisTarget) -> aioredis.Redis:
+def command_client(target: RedisTarget) -> RedisClient:
     """For rate limits, connection leases, history reads, tickets and readiness: bounded calls.
 
     One connection per worker (plus the pub/sub one), whatever the number of clients: every
@@ -115,6 +129,14 @@ def command_client(target: RedisTarget) -> aioredis.Redis:
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
         "client_name": "gateway",
     }
+    if target.cluster:
+        assert target.url is not None
+        # Connections per node (a batch runs a few per-slot scripts at once; redis_kinds).
+        del options["timeout"], options["retry"]
+        options["max_connections"] = CLUSTER_CONNECTIONS_PER_NODE
+        return RedisCluster.from_url(
+            target.url, **options, **_transport_options(target.url, target.verify_tls)
+        )
     if target.sentinels:
         pool: aioredis.ConnectionPool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
             target.service, _sentinel(target), **options, **_primary_options(target)
@@ -145,3 +167,27 @@ def pubsub_connection_factory(target: RedisTarget) -> ConnectionFactory:
             target.url, **options, **_transport_options(target.url, target.verify_tls)
         )
     return pool.make_connection
+
+
+def cluster_node_connector(target: RedisTarget) -> NodeConnector:
+    """Connections to one cluster node at a time, with REDIS_URL's credentials and TLS: RESP2,
+    no read timeout (pub/sub: a watchdog pings instead)."""
+    assert target.url is not None
+    parsed = {
+        k: v for k, v in parse_url(target.url).items() if k not in {"host", "port", "db", "path"}
+    }
+    connection_class: type[aioredis.Connection] = parsed.pop(  # type: ignore[assignment]
+        "connection_class", aioredis.Connection
+    )
+    options: dict[str, Any] = {
+        **parsed,
+        "protocol": 2,
+        "socket_timeout": None,
+        "socket_connect_timeout": 5.0,
+        **_transport_options(target.url, target.verify_tls),
+    }
+
+    def connect(host: str, port: int, client_name: str) -> aioredis.Connection:
+        return connection_class(host=host, port=port, client_name=client_name, **options)
+
+    return connect
