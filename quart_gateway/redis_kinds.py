@@ -25,7 +25,7 @@ RedisClient = aioredis.Redis | RedisCluster
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 # Scripts in flight at once for one batch: a cluster client opens a connection per call.
-SLOT_CONCURRENCY = 8
+SLOT_CONCURRENCY = 4
 
 T = TypeVar("T")
 

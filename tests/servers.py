@@ -348,13 +348,16 @@ def cluster_cli() -> str:
     return found
 
 
-def _cluster_port() -> int:
-    """A free port P whose bus port P + 10000 is free too (Redis requires P <= 55535)."""
+def _cluster_port(taken: set[int]) -> int:
+    """A free port P whose bus port P + 10000 is free too (Redis requires P <= 55535), and
+    neither of them one of the `taken` ports or their bus ports."""
     import random
     import socket
 
     while True:
         port = random.randint(20_000, 45_000)
+        if {port, port + 10_000} & (taken | {p + 10_000 for p in taken}):
+            continue
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -367,7 +370,9 @@ def _cluster_port() -> int:
 def start_cluster(node_timeout_ms: int = 1000) -> ClusterTopology:
     """Six nodes, created as three primaries with one replica each; waits until healthy."""
     cluster_cli()
-    ports = [_cluster_port() for _ in range(6)]
+    ports: list[int] = []
+    for _ in range(6):
+        ports.append(_cluster_port(set(ports)))
     nodes: dict[int, EmbeddedRedis] = {}
     topology = ClusterTopology(nodes)
     try:

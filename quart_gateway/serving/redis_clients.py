@@ -34,7 +34,9 @@ from quart_gateway.settings import Settings
 
 COMMAND_TIMEOUT_SECONDS = 2.0
 COMMAND_CONNECTIONS = 1
-CLUSTER_CONNECTIONS_PER_NODE = 16
+# A cluster client never waits for a connection: past this many per node a call fails
+# (MaxConnectionsError). Opened on demand; bursts of per-slot scripts use a few at once.
+CLUSTER_CONNECTIONS_PER_NODE = 32
 SENTINEL_TIMEOUT_SECONDS = 1.0
 
 

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 import events
 from events.channels import KeySpace
-from publishers import EventPublisher, PublishError
+from publishers import EventPublisher, InvalidEventError, PublishError
 from quart_gateway.live.cluster import ClusterMultiplexer
 from quart_gateway.settings import Secret, Settings
 from tests.servers import ClusterTopology, LiveGateway, SettingsFactory, serving, start_cluster
@@ -281,3 +281,41 @@ async def test_a_slot_migration_under_an_open_stream(
         await _publish_and_stream(live, http, publisher, [moved_user, *others], reshard)
         assert (await http.get(f"{live.url}/readyz")).status_code == 200
     assert max(pubsub_connections(own_cluster).values()) <= 1
+
+
+async def test_connection_leases_hold_for_users_on_every_shard(cluster: ClusterTopology) -> None:
+    """One batch of lease operations for users of many slots runs one script per slot."""
+    from quart_gateway.admission.connection_limit import ConnectionLimiter
+    from quart_gateway.aio.supervisor import TaskSupervisor
+    from quart_gateway.ops.metrics import Metrics
+
+    users = [f"user-{uuid.uuid4().hex[:12]}" for _ in range(40)]
+    metrics = Metrics()
+    client = RedisCluster.from_url(cluster.url)
+    limiter = ConnectionLimiter(client, 2, metrics)
+    tasks = TaskSupervisor()
+    limiter.start(tasks)
+    try:
+        verdicts = await asyncio.gather(
+            *(limiter.acquire(user, f"c{n}") for user in users for n in range(3))
+        )
+        for i, _ in enumerate(users):
+            assert sorted(verdicts[3 * i : 3 * i + 3]) == [False, True, True]
+        assert all([await client.zcard(f"conn-leases:{{{user}}}") == 2 for user in users])
+        assert metrics.redis_errors.labels(operation="connection_lease")._value.get() == 0
+    finally:
+        await tasks.stop()
+        await limiter.stop()
+        await client.aclose()
+
+
+async def test_publisher_errors_are_the_documented_ones_in_cluster_mode(
+    cluster: ClusterTopology, publisher: EventPublisher
+) -> None:
+    with pytest.raises(InvalidEventError):
+        await publisher.publish("u", {"event": "not-a-domain-event"})
+    async with EventPublisher.from_url(
+        "redis://127.0.0.1:1/0", cluster=True, timeout=1.0
+    ) as unreachable:
+        with pytest.raises(PublishError):
+            await unreachable.publish("u", numbered(0))

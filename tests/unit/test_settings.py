@@ -155,3 +155,14 @@ def test_sentinel_addresses_are_checked(value: str) -> None:
     env = {"JWT_SECRET_KEY": "k", "REDIS_MODE": "sentinel", "REDIS_SENTINELS": value}
     with pytest.raises(ConfigError, match="REDIS_SENTINELS"):
         Settings.from_env(env)
+
+
+def test_cluster_mode_needs_a_node_url() -> None:
+    base = {"JWT_SECRET_KEY": "k", "REDIS_MODE": "cluster"}
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        Settings.from_env(base)
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        Settings.from_env({**base, "REDIS_URL": "unix:///tmp/redis.sock"})
+    settings = Settings.from_env({**base, "REDIS_URL": "redis://node-3:7002"})
+    assert settings.redis_mode == "cluster"
+    assert not settings.embedded
