@@ -1,6 +1,6 @@
 """What one published event costs Redis: one server against a three-shard cluster.
 
-    PYTHONPATH=. python docs/examples/publish_cost.py [--events 20000] [--concurrency 64] [--users 1000]
+    PYTHONPATH=. python docs/examples/publish_cost.py [--events N] [--concurrency N] [--users N]
 
 Starts a private redis-server and a six-node cluster (three primaries, three replicas; needs
 `redis-server` and `redis-cli` on PATH), publishes the same events through `EventPublisher`
