@@ -110,6 +110,7 @@ class EventPublisher:
             raise ValueError("sizes, ages and the timeout must be positive")
         self._client = client
         self._owns_client = False
+        self._sentinel: Sentinel | None = None  # from_sentinel(): closed with the client
         self._max_events = history_max_events
         self._ttl_ms = history_ttl_seconds * 1000
         self._timeout = timeout
@@ -156,6 +157,7 @@ class EventPublisher:
         )
         publisher = cls(client, **kwargs)
         publisher._owns_client = True
+        publisher._sentinel = sentinel
         return publisher
 
     async def publish(self, user_id: str, event: Event | Mapping[str, Any]) -> str:
@@ -188,6 +190,10 @@ class EventPublisher:
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+        if self._sentinel is not None:  # its own connections to the sentinels
+            for client in self._sentinel.sentinels:
+                await client.aclose()
+            self._sentinel = None
 
     async def __aenter__(self) -> EventPublisher:
         return self

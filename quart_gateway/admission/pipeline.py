@@ -1,6 +1,6 @@
 """Admission: whether a new `/ws` or `/events` stream may open, decided once for both.
 
-    set-up slot ─> origin (/ws) ─> credentials ─> draining ─> connection lease ─> admitted
+    set-up slot ─> origin (/ws) ─> draining ─> credentials ─> connection lease ─> admitted
 
 Each step either passes or refuses with an entry of the disconnect catalogue, in this order
 on both transports; each refusal is counted here, and logged except while draining. A
@@ -113,14 +113,14 @@ async def _decide(svc: Services, attempt: Attempt, slot: _Slot) -> Admitted | Re
     if attempt.transport == "ws" and not svc.cors.allows(attempt.origin):
         logger.info("stream from an origin not allowed", extra={"origin": attempt.origin})
         return Refused(disconnect.ORIGIN_NOT_ALLOWED, None)
+    if svc.lifecycle.draining:  # before the credential: a bounce costs no JWT or ticket
+        return Refused(disconnect.SHUTDOWN, None)
     try:
         principal = await _principal(svc, attempt)
     except AuthError as exc:
         logger.info("stream refused: %s", exc.message)
         return Refused(disconnect.INVALID_TOKEN, exc)
     logs.bind(user_id=principal.user_id)
-    if svc.lifecycle.draining:
-        return Refused(disconnect.SHUTDOWN, None)
     lease = uuid.uuid4().hex
     if not await svc.connection_limiter.acquire(principal.user_id, lease):
         logger.info("stream refused: too many connections")

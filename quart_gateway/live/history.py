@@ -12,9 +12,11 @@ code (`live.stream.frames`) handles an error of the gateway's own and is tested 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -31,6 +33,9 @@ from quart_gateway.redis_kinds import REDIS_FAILURES, RedisClient, key_space, pe
 logger = logging.getLogger(__name__)
 
 MAX_REPLAY = 10_000
+RETRY_DELAY_SECONDS = 0.1
+
+T = TypeVar("T")
 
 BATCH_LIMIT = 50  # resumes per Lua call
 CURSOR_BATCH_LIMIT = 500  # new connections' cursors per Lua call
@@ -99,10 +104,7 @@ class HistoryReader:
     async def since(self, user_id: str, last_id: str) -> Replay:
         if parse_stream_id(last_id) is None:
             return Replay([], "unknown_id")
-        try:
-            result = await self._batcher.call((self._keys.history(user_id), last_id))
-        except REDIS_FAILURES as exc:
-            raise HistoryUnavailableError(type(exc).__name__) from exc
+        result = await _twice(self._batcher.call, (self._keys.history(user_id), last_id))
         if not result or int(result[0]) == 0:
             return Replay([], "trimmed")
         entries = result[1]
@@ -113,11 +115,7 @@ class HistoryReader:
     async def cursor(self, user_id: str) -> str:
         """The id of the newest entry of the user's history (creating a marker entry when the
         history is empty): a position from which a resume misses nothing published later."""
-        try:
-            raw = await self._cursors.call(self._keys.history(user_id))
-        except REDIS_FAILURES as exc:
-            raise HistoryUnavailableError(type(exc).__name__) from exc
-        return _text(raw)
+        return _text(await _twice(self._cursors.call, self._keys.history(user_id)))
 
     async def _read_cursors(self, keys: list[str]) -> list[Any]:
         async def call(indices: list[int]) -> list[Any]:
@@ -164,6 +162,20 @@ def _replayed(raw_id: Any, fields: list[Any]) -> Frame | None:
         logger.warning("history entry %s carries an id of its own; skipped", event_id)
         return None
     return frame
+
+
+async def _twice(call: Callable[[T], Awaitable[Any]], request: T) -> Any:
+    """`call(request)`, once more after a failure. In a reconnect storm the worker's one
+    command connection is busy, and a read that waited too long for it (redis-py's "No
+    connection available") would otherwise cost its client a resync and a re-hydrate."""
+    try:
+        return await call(request)
+    except REDIS_FAILURES:
+        await asyncio.sleep(RETRY_DELAY_SECONDS)
+    try:
+        return await call(request)
+    except REDIS_FAILURES as exc:
+        raise HistoryUnavailableError(type(exc).__name__) from exc
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from quart import Quart
+from redis.asyncio.sentinel import Sentinel
 
 from quart_gateway.admission.auth import TokenVerifier
 from quart_gateway.admission.connection_limit import ConnectionLimiter
@@ -31,8 +32,10 @@ from quart_gateway.serving.embedded import EmbeddedRedis, start_embedded
 from quart_gateway.serving.lifecycle import Lifecycle
 from quart_gateway.serving.redis_clients import (
     RedisTarget,
+    close_sentinel,
     cluster_node_connector,
     command_client,
+    open_sentinel,
     pubsub_connection_factory,
 )
 from quart_gateway.settings import Settings
@@ -46,6 +49,7 @@ class Running:
 
     services: Services
     embedded: EmbeddedRedis | None
+    sentinel: Sentinel | None
 
 
 class Lifespan:
@@ -67,7 +71,8 @@ class Lifespan:
             target = RedisTarget.of(settings, embedded.url)
         metrics = Metrics()
         tasks = TaskSupervisor(on_failure=lambda name: metrics.task_failures.labels(name).inc())
-        redis = command_client(target)
+        sentinel = open_sentinel(target)
+        redis = command_client(target, sentinel)
         mux: LiveChannels
         if target.cluster:
             mux = ClusterMultiplexer(
@@ -81,7 +86,7 @@ class Lifespan:
             )
         else:
             mux = Multiplexer(
-                pubsub_connection_factory(target),
+                pubsub_connection_factory(target, sentinel),
                 metrics=metrics,
                 max_events=settings.subscriber_queue_events,
                 max_bytes=settings.subscriber_queue_bytes,
@@ -109,7 +114,7 @@ class Lifespan:
         connection_limiter.start(tasks)
         interval = settings.heartbeat_interval_seconds
         tasks.start("heartbeat", lambda: run_heartbeat(mux, interval, metrics))
-        self._running = Running(services=svc, embedded=embedded)
+        self._running = Running(services=svc, embedded=embedded, sentinel=sentinel)
         self._app.extensions[EXTENSION_KEY] = svc
 
     async def stop(self) -> None:
@@ -124,5 +129,6 @@ class Lifespan:
         await svc.connection_limiter.stop()
         await svc.http.aclose()
         await svc.redis.aclose()
+        await close_sentinel(running.sentinel)
         if running.embedded is not None:
             running.embedded.stop()

@@ -104,7 +104,11 @@ class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionP
     failing (BlockingConnectionPool), like the standalone command pool."""
 
 
-def _sentinel(target: RedisTarget) -> Sentinel:
+def open_sentinel(target: RedisTarget) -> Sentinel | None:
+    """The sentinel manager both of a worker's clients ask for the primary (sentinel mode
+    only). It holds connections to the sentinels: `close_sentinel()` it at shutdown."""
+    if not target.sentinels or target.cluster:
+        return None
     return Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
         sentinel_kwargs={
@@ -115,7 +119,13 @@ def _sentinel(target: RedisTarget) -> Sentinel:
     )
 
 
-def command_client(target: RedisTarget) -> RedisClient:
+async def close_sentinel(sentinel: Sentinel | None) -> None:
+    if sentinel is not None:
+        for client in sentinel.sentinels:
+            await client.aclose()
+
+
+def command_client(target: RedisTarget, sentinel: Sentinel | None = None) -> RedisClient:
     """For rate limits, connection leases, history reads, tickets and readiness: bounded calls.
 
     One connection per worker (plus the pub/sub one), whatever the number of clients: every
@@ -139,9 +149,9 @@ def command_client(target: RedisTarget) -> RedisClient:
         return RedisCluster.from_url(
             target.url, **options, **_transport_options(target.url, target.verify_tls)
         )
-    if target.sentinels:
+    if sentinel is not None:
         pool: aioredis.ConnectionPool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
-            target.service, _sentinel(target), **options, **_primary_options(target)
+            target.service, sentinel, **options, **_primary_options(target)
         )
     else:
         assert target.url is not None
@@ -151,7 +161,9 @@ def command_client(target: RedisTarget) -> RedisClient:
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
 
-def pubsub_connection_factory(target: RedisTarget) -> ConnectionFactory:
+def pubsub_connection_factory(
+    target: RedisTarget, sentinel: Sentinel | None = None
+) -> ConnectionFactory:
     """Connections for the multiplexer: RESP2, no read timeout (a watchdog pings instead)."""
     options: dict[str, Any] = {
         "protocol": 2,
@@ -159,9 +171,9 @@ def pubsub_connection_factory(target: RedisTarget) -> ConnectionFactory:
         "socket_connect_timeout": 5.0,
         "client_name": "gateway-pubsub",
     }
-    if target.sentinels:
+    if sentinel is not None:
         pool: aioredis.ConnectionPool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
-            target.service, _sentinel(target), **options, **_primary_options(target)
+            target.service, sentinel, **options, **_primary_options(target)
         )
     else:
         assert target.url is not None

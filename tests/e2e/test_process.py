@@ -87,7 +87,7 @@ async def test_tokens_never_reach_the_logs(
     gateway.terminate()
     gateway.wait(15)
     logs = gateway.logs()
-    assert "GET /events" in logs  # the access log is there...
+    assert "GET /events" in logs  # the access log is there (refused streams)...
     for secret in (token, bad, token.split(".")[2], "T-secret"):
         assert secret not in logs  # ...without the credentials
     for line in logs.splitlines():
@@ -120,8 +120,7 @@ async def test_stream_tickets_never_reach_the_logs(
     gateway.wait(15)
     logs = gateway.logs()
     assert "POST /v1/stream-tickets" in logs
-    assert "GET /events" in logs  # the access log is there...
-    assert "/ws" in logs
+    assert "GET /events" in logs  # the access log is there (refused streams)...
     assert "stream refused" in logs
     for secret in (*tickets, token, token.split(".")[2], unused):
         assert secret not in logs  # ...without the credentials

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import traceback
 
 import pytest
 
-from quart_gateway.serving.server import drain_budget, hypercorn_config, run_loop, tune_sockets
+from quart_gateway.serving.server import (
+    drain_budget,
+    hypercorn_config,
+    listening_sockets,
+    run_loop,
+)
 from quart_gateway.settings import Secret, Settings
+from tests.support import free_port
 
 SETTINGS = Settings(jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=15.0, port=0)
 
@@ -21,12 +28,11 @@ SETTINGS = Settings(jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=
     ],
 )
 def test_listening_sockets_drop_silent_peers(heartbeat: float, expected_ms: int) -> None:
-    settings = Settings(jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=heartbeat)
-    config = hypercorn_config(settings)
-    config.bind = ["127.0.0.1:0"]
-    sockets = config.create_sockets()
+    settings = Settings(
+        jwt_secret_key=Secret("x" * 40), heartbeat_interval_seconds=heartbeat, port=free_port()
+    )
+    sockets = listening_sockets(settings)
     try:
-        tune_sockets(sockets, settings)
         for sock in sockets.insecure_sockets:
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == expected_ms
     finally:
@@ -60,3 +66,50 @@ def test_a_worker_traceback_does_not_begin_with_the_uvloop_import(
         run_loop(failing())
     assert caught.value.__context__ is None
     assert "No module named" not in "".join(traceback.format_exception(caught.value))
+
+
+def test_a_replacement_can_bind_the_port_while_the_old_process_still_listens() -> None:
+    settings = Settings(jwt_secret_key=Secret("x" * 40), port=free_port())
+    old = listening_sockets(settings)
+    try:
+        new = listening_sockets(settings)  # a deploy starts the new process first
+        for sock in new.insecure_sockets:
+            sock.close()
+    finally:
+        for sock in old.insecure_sockets:
+            sock.close()
+
+
+async def test_accepted_streams_stay_out_of_the_access_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = hypercorn_config(Settings(jwt_secret_key=Secret("x" * 40)))
+
+    def scope(path: str) -> dict[str, object]:
+        return {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8000),
+        }
+
+    def response(status: int) -> dict[str, object]:
+        return {"status": status, "headers": []}
+
+    with caplog.at_level(logging.INFO, logger="hypercorn.access"):
+        for path, status in (("/events", 200), ("/ws", 101), ("/v1/batches/b1/status", 200)):
+            await config.log.access(scope(path), response(status), 0.01)  # type: ignore[arg-type]
+        await config.log.access(scope("/events"), response(401), 0.01)  # type: ignore[arg-type]
+    lines = [r.getMessage().split('"')[1] for r in caplog.records]
+    assert lines == ["GET /v1/batches/b1/status 1.1", "GET /events 1.1"]
+
+
+def test_hypercorn_waits_for_the_drain_after_closing_the_listener() -> None:
+    settings = Settings(jwt_secret_key=Secret("x" * 40), shutdown_grace_seconds=10)
+    assert hypercorn_config(settings).graceful_timeout == drain_budget(settings) == 7.5
