@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -127,3 +128,22 @@ async def test_audience_is_ignored_when_not_configured() -> None:
 )
 def test_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+async def test_a_verified_token_is_remembered_until_it_expires() -> None:
+    verifier = TokenVerifier(dataclasses.replace(HS, jwt_leeway_seconds=0))
+    token = make_token("user-1", expires_in=1)
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first  # no second verification
+    await asyncio.sleep(1.1)
+    with pytest.raises(AuthError, match="expired"):
+        await verifier.verify(token)  # a remembered token still ends at its exp
+
+
+async def test_a_forged_twin_of_a_remembered_token_is_still_refused() -> None:
+    verifier = TokenVerifier(HS)
+    token = make_token("user-1")
+    await verifier.verify(token)
+    header, payload, signature = token.split(".")
+    with pytest.raises(AuthError):
+        await verifier.verify(f"{header}.{payload}.{signature[:-2]}xx")
