@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, settings
 from quart import Quart
 
+from publishers import EventPublisher
 from quart_gateway.serving.embedded import EmbeddedRedis
 from quart_gateway.settings import Secret, Settings
 from tests.servers import (
@@ -56,6 +57,13 @@ async def _redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(name="publisher")
+async def _publisher(redis_url: str) -> AsyncIterator[EventPublisher]:
+    """The publishers library against the session's server (tests of it build their own)."""
+    async with EventPublisher.from_url(redis_url) as publisher:
+        yield publisher
 
 
 @pytest.fixture(name="private_redis")

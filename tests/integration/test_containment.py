@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -33,12 +32,6 @@ from tests.support import (
 
 SURROGATE_SUB = "x\ud800"
 NEWLINE_SUB = "user\nforged"
-
-
-@pytest.fixture(name="publisher")
-async def _publisher(redis_url: str) -> AsyncIterator[EventPublisher]:
-    async with EventPublisher.from_url(redis_url) as publisher:
-        yield publisher
 
 
 def class_created(n: int) -> dict[str, object]:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
@@ -21,12 +19,6 @@ from publishers import EventPublisher, PublishError
 from quart_gateway.settings import Secret
 from tests.servers import LiveGateway, SettingsFactory, serving, start_redis
 from tests.support import SseClient, make_token, wait_until, ws_close_of, ws_next
-
-
-@pytest.fixture(name="publisher")
-async def _publisher(redis_url: str) -> AsyncIterator[EventPublisher]:
-    async with EventPublisher.from_url(redis_url) as publisher:
-        yield publisher
 
 
 def class_created(n: int) -> dict[str, object]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,12 +15,6 @@ import events
 from publishers import EventPublisher
 from tests.servers import LiveGateway
 from tests.support import SseClient, make_token, ws_next
-
-
-@pytest.fixture(name="publisher")
-async def _publisher(redis_url: str) -> AsyncIterator[EventPublisher]:
-    async with EventPublisher.from_url(redis_url) as publisher:
-        yield publisher
 
 
 def numbered(n: int) -> events.Event:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
-import pytest
 from websockets.asyncio.client import connect
 
 import events
@@ -15,12 +14,6 @@ from publishers import EventPublisher
 from tests.integration.test_live_streams import sse
 from tests.servers import LiveGateway, SettingsFactory, serving
 from tests.support import make_token, wait_until, ws_close_of, ws_next
-
-
-@pytest.fixture(name="publisher")
-async def _publisher(redis_url: str) -> AsyncIterator[EventPublisher]:
-    async with EventPublisher.from_url(redis_url) as publisher:
-        yield publisher
 
 
 @asynccontextmanager
