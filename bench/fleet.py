@@ -41,6 +41,7 @@ class OpenResult:
     connected: int
     seconds: float
     errors: dict[str, int] = field(default_factory=dict)
+    retried: int = 0  # attempts refused before `connected` and tried again
 
 
 class Fleet:
@@ -87,6 +88,7 @@ class Fleet:
             connected=sum(r["connected"] for r in replies),
             seconds=time.monotonic() - started,
             errors=errors,
+            retried=sum(r.get("retried", 0) for r in replies),
         )
         return cls(shards, conn_users), result
 

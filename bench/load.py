@@ -1,7 +1,9 @@
 """Publishing at a fixed rate: bare PUBLISH (pipelined per tick) or `EventPublisher.publish`.
 
 Every payload is a registered event with a run-wide sequence number and its send time:
-`{"event":"class_updated","class_id":"<seq>","class_designation":"x","sent":<t>,"seq":<n>}`.
+`{"event":"class_updated","class_id":"<seq>","class_designation":"x","sent":<t>,"seq":<n>}`
+(~105 bytes), or with `--payload batch_phase_concluded` a ~220-byte `batch_phase_concluded`
+with a UUID batch id and an ISO timestamp.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Literal
 
 import redis.asyncio as aioredis
@@ -26,14 +29,23 @@ HISTORY_MAX_EVENTS = 2000
 PUBLISHER_CONCURRENCY = 16  # concurrent EventPublisher.publish calls (and pool connections)
 
 
-def payload_text(seq: int) -> str:
-    return (
-        f'{{"event":"class_updated","class_id":"{seq}","class_designation":"x",'
-        f'"sent":{time.time():.6f},"seq":{seq}}}'
-    )
+Payload = Literal["class_updated", "batch_phase_concluded"]
+# A batch id as the orchestrator writes it (a UUID); fixed, so every payload has the same size.
+_BATCH_ID = "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 
 
-def payload_dict(seq: int) -> dict[str, object]:
+def payload_dict(seq: int, kind: Payload = "class_updated") -> dict[str, object]:
+    if kind == "batch_phase_concluded":
+        # ~220 bytes on the wire, the size of a typical domain event with its timestamp.
+        return {
+            "event": "batch_phase_concluded",
+            "batch_id": _BATCH_ID,
+            "phase": "spellcheck",
+            "status": "completed_successfully",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "sent": time.time(),
+            "seq": seq,
+        }
     return {
         "event": "class_updated",
         "class_id": str(seq),
@@ -41,6 +53,19 @@ def payload_dict(seq: int) -> dict[str, object]:
         "sent": time.time(),
         "seq": seq,
     }
+
+
+def payload_text(seq: int, kind: Payload = "class_updated") -> str:
+    if kind == "batch_phase_concluded":
+        return (
+            f'{{"event":"batch_phase_concluded","batch_id":"{_BATCH_ID}","phase":"spellcheck",'
+            f'"status":"completed_successfully","timestamp":"{datetime.now(UTC).isoformat()}",'
+            f'"sent":{time.time():.6f},"seq":{seq}}}'
+        )
+    return (
+        f'{{"event":"class_updated","class_id":"{seq}","class_designation":"x",'
+        f'"sent":{time.time():.6f},"seq":{seq}}}'
+    )
 
 
 def _bulk(data: bytes) -> bytes:
@@ -86,8 +111,9 @@ class RawPublisher:
 class Loader:
     """Owns the benchmark's Redis clients and the run-wide sequence counter."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, payload: Payload = "class_updated") -> None:
         self.url = redis_url
+        self.payload: Payload = payload
         self._last_seq = 0
         self._inflight = asyncio.Semaphore(PUBLISHER_CONCURRENCY)
         host, port = redis_url.split("://", 1)[1].split("/", 1)[0].split(":")
@@ -111,8 +137,8 @@ class Loader:
     async def publish_one(self, mode: Mode, user: str) -> tuple[int, str | None]:
         seq = self.take()
         if mode == "publisher":
-            return seq, await self.publisher.publish(user, payload_dict(seq))
-        await self.client.publish(user_channel(user), payload_text(seq))
+            return seq, await self.publisher.publish(user, payload_dict(seq, self.payload))
+        await self.client.publish(user_channel(user), payload_text(seq, self.payload))
         return seq, None
 
     async def run(
@@ -146,12 +172,15 @@ class Loader:
             await asyncio.gather(*(self._publish_limited(user) for user in batch))
             return
         await self.raw.publish(
-            [(user_channel(u).encode(), payload_text(self.take()).encode()) for u in batch]
+            [
+                (user_channel(u).encode(), payload_text(self.take(), self.payload).encode())
+                for u in batch
+            ]
         )
 
     async def _publish_limited(self, user: str) -> None:
         async with self._inflight:
-            await self.publisher.publish(user, payload_dict(self.take()))
+            await self.publisher.publish(user, payload_dict(self.take(), self.payload))
 
     async def probe(self, users: list[str]) -> None:
         """One bare PUBLISH per user on a fresh connection (used while Redis restarts)."""
@@ -161,7 +190,7 @@ class Loader:
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for user in users:
-                    pipe.publish(user_channel(user), payload_text(self.take()))
+                    pipe.publish(user_channel(user), payload_text(self.take(), self.payload))
                 await pipe.execute()
         finally:
             await client.aclose()

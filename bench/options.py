@@ -33,6 +33,9 @@ class Options:
     restart_connections: list[int]
     restart_graces: list[float]
     restart_rate: float
+    restart_start: Literal["sigterm", "close"]
+    payload: Literal["class_updated", "batch_phase_concluded"]
+    fixed_rate: int
     out: Path
     smoke: bool
     scenarios: tuple[str, ...]
@@ -51,7 +54,12 @@ def parse(argv: list[str] | None = None) -> Options:
         description="Benchmark the gateway against the origin per-connection-subscription design.",
     )
     parser.add_argument("--smoke", action="store_true", help="a few hundred connections, seconds")
-    parser.add_argument("--systems", default="gateway,baseline")
+    parser.add_argument(
+        "--systems",
+        default="gateway,baseline",
+        help="gateway, baseline (origin design on Quart/Hypercorn), uvicorn (origin design on "
+        "FastAPI/uvicorn, needs the `bench` extra)",
+    )
     parser.add_argument("--transport", choices=("ws", "sse"), default="ws")
     parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
     parser.add_argument("--idle-sizes", type=_ints, default=None, help="e.g. 1000,10000,20000")
@@ -74,6 +82,25 @@ def parse(argv: list[str] | None = None) -> Options:
         help="SHUTDOWN_GRACE_SECONDS of the restarted worker, e.g. 10,25",
     )
     parser.add_argument("--restart-rate", type=float, default=None, help="events/s published")
+    parser.add_argument(
+        "--restart-start",
+        choices=("sigterm", "close"),
+        default="sigterm",
+        help="start the gateway's replacement at the SIGTERM, or once the old listener closed",
+    )
+    parser.add_argument(
+        "--payload",
+        choices=("class_updated", "batch_phase_concluded"),
+        default="class_updated",
+        help="event published: class_updated (~105 B) or batch_phase_concluded (~220 B)",
+    )
+    parser.add_argument(
+        "--fixed-rate",
+        type=int,
+        default=0,
+        help="after the ladders, one more 1:1/group step at this rate on every system, "
+        "whatever the ladder reached (server CPU per delivery at equal load)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/<time>")
     args = parser.parse_args(argv)
     smoke: bool = args.smoke
@@ -102,6 +129,9 @@ def parse(argv: list[str] | None = None) -> Options:
         restart_connections=pick(args.restart_connections, [5000, 15000], [200]),
         restart_graces=pick(args.restart_graces, [10.0], [3.0]),
         restart_rate=pick(args.restart_rate, 1000.0, 200.0),
+        restart_start=args.restart_start,
+        payload=args.payload,
+        fixed_rate=args.fixed_rate,
         out=args.out,
         smoke=smoke,
         scenarios=tuple(s for s in args.scenarios.split(",") if s),

@@ -127,6 +127,7 @@ class StreamClient(asyncio.Protocol):
                 return
 
     def _sse_chunks(self) -> None:
+        last_chunk = False
         if self.chunked:
             buf = self.buf
             while True:
@@ -135,8 +136,10 @@ class StreamClient(asyncio.Protocol):
                     break
                 size = int(bytes(buf[:line_end]).split(b";", 1)[0], 16)
                 if size == 0:
-                    self._closed("end of stream")
-                    return
+                    # The events before the last chunk (a farewell with its `retry:`) often
+                    # arrive in the same read: read them before reporting the end.
+                    last_chunk = True
+                    break
                 if len(buf) < line_end + 2 + size + 2:
                     break
                 self.sse += buf[line_end + 2 : line_end + 2 + size]
@@ -148,7 +151,7 @@ class StreamClient(asyncio.Protocol):
         while True:
             end = sse.find(b"\n\n")
             if end < 0:
-                return
+                break
             block = bytes(sse[:end])
             del sse[: end + 2]
             for line in block.split(b"\n"):
@@ -156,6 +159,8 @@ class StreamClient(asyncio.Protocol):
                     self.rec.on_message(self.state, line[6:])
                 elif line.startswith(b"retry: "):
                     self.state.retry_ms = int(line[7:])
+        if last_chunk:
+            self._closed("end of stream")
 
     # --- helpers ---
 
@@ -172,6 +177,9 @@ class StreamClient(asyncio.Protocol):
         state.closed = True
         if not state.connected.done():
             state.connected.set_exception(ConnectionError(why))
+            # Marked as retrieved: a reconnecting client may have stopped waiting for it, and
+            # the close is counted by whoever does wait, not worth a traceback in the log.
+            state.connected.exception()
         if state.gone is not None and not state.gone.done():
             state.gone.set_result(why)
 

@@ -60,10 +60,13 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         for mode in ("publish", "publisher"):
             g = _saturation(results, key, "gateway", mode)
             b = _saturation(results, key, "baseline", mode)
+            u = _saturation(results, key, "uvicorn", mode)
             out[f"{key}_{mode}"] = {
                 "gateway": g,
                 "baseline": b,
                 "ratio": ratio(g, b),
+                "uvicorn": u,
+                "ratio_uvicorn": ratio(g, u),
                 "unsaturated": _unsaturated(results, key, mode),
             }
     replay = results.get("replay", {}).get("gateway")
@@ -196,6 +199,23 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             out.append(f"- saturation ({mode}): gateway {sat['gateway']}/s, baseline "
                        f"{sat['baseline']}/s, ratio {sat['ratio']}")  # fmt: skip
+            if sat.get("uvicorn") is not None:
+                out.append(f"- saturation ({mode}): uvicorn origin {sat['uvicorn']}/s, "
+                           f"gateway/uvicorn {sat['ratio_uvicorn']}")  # fmt: skip
+        fixed_rows = [
+            [system, f["mode"], f["rate"], f["achieved_rate"], f["deliveries_per_s"],
+             f["p50_ms"], f["p99_ms"], f["lost"], f["server_cpu_pct"],
+             f["server_cpu_us_per_delivery"], f["load_core_pct"]]
+            for system, data in results.get(key, {}).items()
+            for f in data.get("fixed", [])
+        ]  # fmt: skip
+        if fixed_rows:
+            out += ["", f"Fixed rate, every system ({title}):", ""]
+            out += _table(
+                ["system", "mode", "rate/s", "achieved/s", "deliveries/s", "p50 ms", "p99 ms",
+                 "lost", "server CPU %", "server CPU µs/delivery", "core 1 %"], fixed_rows,
+            )  # fmt: skip
+            out.append("")
         for system, data in results.get(key, {}).items():
             for ladder in data["ladders"]:
                 out.append(f"- {system} {ladder['mode']}: stopped by {ladder['limited_by']}")

@@ -65,8 +65,8 @@ async def run(options: Options) -> Path:
     }
     redis_server = RedisServer(log_dir)
     redis_server.start()
-    ctx = Context(options, redis_server, Loader(redis_server.url), log_dir)
-    systems: list[System] = [s for s in ("gateway", "baseline") if s in options.systems]
+    ctx = Context(options, redis_server, Loader(redis_server.url, options.payload), log_dir)
+    systems: list[System] = [s for s in ("gateway", "baseline", "uvicorn") if s in options.systems]
     try:
         if "idle" in options.scenarios:
             for size in options.idle_sizes:

@@ -20,7 +20,13 @@ import redis
 
 from bench.procinfo import raise_nofile
 
-System = Literal["gateway", "baseline"]
+System = Literal["gateway", "baseline", "uvicorn"]
+# The origin design on two stacks: as the origin wrote it (FastAPI on uvicorn with httptools
+# and uvloop) and rendered on the gateway's own stack (Quart on Hypercorn).
+BASELINE_MODULES = {
+    "baseline": "bench.baselines.origin",
+    "uvicorn": "bench.baselines.origin_fastapi",
+}
 SERVER_CORE = 0
 LOAD_CORE = 1
 JWT_SECRET = "bench-secret-key-that-is-long-enough-for-hs256-signatures!"
@@ -118,9 +124,30 @@ class RedisServer:
         return self.process.pid if self.process is not None else 0
 
 
-def listening(port: int) -> bool:
-    """Whether a socket is in LISTEN on `port` (IPv4 or IPv6), from /proc/net/tcp{,6}."""
+def _socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets process `pid` holds (from /proc/<pid>/fd)."""
+    inodes: set[str] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def listening(port: int, pid: int | None = None) -> bool:
+    """Whether a socket is in LISTEN on `port` (IPv4 or IPv6), from /proc/net/tcp{,6}.
+
+    With `pid`, only a listening socket held by that process counts: with SO_REUSEPORT the old
+    and the new server can both listen on the port at once."""
     needle = f":{port:04X} "
+    owned = _socket_inodes(pid) if pid is not None else None
     for name in ("tcp", "tcp6"):
         try:
             lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
@@ -128,7 +155,12 @@ def listening(port: int) -> bool:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A" and (fields[1] + " ").endswith(needle):
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and (fields[1] + " ").endswith(needle)
+                and (owned is None or fields[9] in owned)
+            ):
                 return True
     return False
 
@@ -155,7 +187,12 @@ class SystemServer:
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
-        module = "quart_gateway" if self.system == "gateway" else "bench.baselines.origin"
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to listen (see `wait_ready`)."""
+        module = BASELINE_MODULES.get(self.system, "quart_gateway")
         env = {
             **os.environ,
             "PORT": str(self.port),
@@ -176,6 +213,9 @@ class SystemServer:
             preexec_fn=raise_nofile,
             cwd=Path(__file__).resolve().parent.parent,
         )
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
         _wait_tcp(self.port, time.monotonic() + 30, self.process)
         time.sleep(0.5)  # let start-up work (imports, lifespan) settle before measuring
 

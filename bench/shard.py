@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from bench.recorder import ConnState, Recorder
 # No connection confirmed for this long while some are pending: stop trying (the server is
 # out of descriptors or Redis connections) and report how many got through.
 STALL_SECONDS = 10.0
+# A connection closed by the server before `connected` (a refusal) is tried this many more
+# times, after 0.5-1.5 s.
+REFUSAL_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Shard:
         self.states: list[ConnState] = []
         self.clients: list[StreamClient] = []
         self.errors: Counter[str] = Counter()
+        self.retried = 0  # refused attempts tried again (see REFUSAL_RETRIES)
 
     async def open_all(self) -> dict[str, Any]:
         spec = self.spec
@@ -56,21 +61,30 @@ class Shard:
 
         async def one(user: str) -> None:
             nonlocal last_progress
-            state = ConnState(user, loop.create_future())
-            async with gate:
-                try:
-                    client = await open_stream(
-                        spec.transport,
-                        spec.host,
-                        spec.port,
-                        f"token={spec.tokens[user]}",
-                        state,
-                        self.rec,
-                        local_host=spec.local_host,
-                    )
-                except (OSError, TimeoutError) as exc:
-                    self.errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
+            for attempt in range(1 + REFUSAL_RETRIES):
+                state = ConnState(user, loop.create_future())
+                async with gate:
+                    try:
+                        client = await open_stream(
+                            spec.transport,
+                            spec.host,
+                            spec.port,
+                            f"token={spec.tokens[user]}",
+                            state,
+                            self.rec,
+                            local_host=spec.local_host,
+                        )
+                        break
+                    except (OSError, TimeoutError) as exc:
+                        kind = type(exc).__name__ + ": " + str(exc)[:60]
+                refused = kind in ("ConnectionError: close frame", "ConnectionError: end of stream")
+                if not refused or attempt == REFUSAL_RETRIES:
+                    self.errors[kind] += 1
                     return
+                # Turned away before `connected` (e.g. the gateway's `overloaded`, which
+                # asks for a jittered delay): come back later, as a client would.
+                self.retried += 1
+                await asyncio.sleep(random.uniform(0.5, 1.5))
             self.states.append(state)
             self.clients.append(client)
             last_progress = time.monotonic()
@@ -91,6 +105,7 @@ class Shard:
             "connected": len(self.states),
             "failed": len(spec.users) - len(self.states),
             "errors": dict(self.errors.most_common(5)),
+            "retried": self.retried,
             "seconds": time.monotonic() - started,
         }
 

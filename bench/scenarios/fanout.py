@@ -62,6 +62,9 @@ async def step(
         **lat,
         "deliveries_per_s": round(result["received"] / publish_seconds, 1),
         "server_cpu_pct": round(100 * srv_cpu / publish_seconds, 1),
+        "server_cpu_us_per_delivery": round(1e6 * srv_cpu / result["received"], 2)
+        if result["received"]
+        else None,
         "generator_cpu_pct": round(100 * gen_cpu / publish_seconds, 1),
         "publisher_cpu_pct": round(100 * own_cpu / publish_seconds, 1),
         "redis_cpu_pct": round(100 * redis_cpu / publish_seconds, 1),
@@ -123,8 +126,16 @@ async def run(
     try:
         await asyncio.sleep(0.5)
         ladders = []
+        fixed: list[dict[str, Any]] = []
         for mode in ctx.options.modes:
             ladders.append(await ladder(ctx, server, fleet, mode, rates))  # type: ignore[arg-type]
+            if ctx.options.fixed_rate:
+                # Equal load for every system, whatever its ladder reached.
+                await asyncio.sleep(1.0)
+                fan = Counter(fleet.conn_users)
+                rate = ctx.options.fixed_rate * users // connections or 1
+                result = await step(ctx, server, fleet, mode, rate, fan)  # type: ignore[arg-type]
+                fixed.append({"mode": mode, **result})
     finally:
         await fleet.close()
     return {
@@ -132,5 +143,7 @@ async def run(
         "users": users,
         "connected": opened.connected,
         "errors": opened.errors,
+        "retried": opened.retried,
         "ladders": ladders,
+        "fixed": fixed,
     }

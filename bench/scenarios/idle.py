@@ -46,6 +46,7 @@ async def run(ctx: Context, system: System, size: int) -> dict[str, Any]:
         "connected": connected,
         "reached": connected == size,
         "errors": opened.errors,
+        "retried": opened.retried,
         "setup_seconds": round(opened.seconds, 2),
         "baseline_rss_kib": base_rss,
         "idle_rss_kib": rss,

@@ -5,12 +5,12 @@ N streams, 3/4 SSE and 1/4 WebSocket, over N/4 users (each user: 3 SSE + 1 WS), 
 client resuming by id (`bench.resume`). `EventPublisher` publishes at a steady rate over the
 users from before the SIGTERM until every client is back and a little after.
 
-Old and new process bind the same port. Hypercorn sets SO_REUSEPORT only with more than one
-worker (`hypercorn.config.Config.create_sockets`), and the gateway keeps its listening socket
-open while it drains, so the replacement cannot bind until the old process closes it: the
-harness watches /proc/net/tcp for the port to leave LISTEN and then starts the new process
-(what a process manager restarting in place does). Meanwhile the draining worker answers new
-streams with `server_restart` and a retry delay; between its close and the new one's bind,
+Old and new process bind the same port. The gateway creates its listening socket with
+SO_REUSEPORT and closes it at the SIGTERM, so its replacement is started at the SIGTERM
+(`--restart-start sigterm`, the default) and binds while the old process drains. The
+baseline's Hypercorn sets SO_REUSEPORT only with more than one worker, so its replacement is
+started once the old process's listener has left LISTEN (/proc/net/tcp, by socket inode), as
+is the gateway's with `--restart-start close`. Between the old close and the new bind,
 connections are refused.
 """
 
@@ -29,6 +29,9 @@ from bench.fleet import Fleet, layout
 from bench.procinfo import cpu_seconds, own_cpu_seconds, rss_kib
 from bench.servers import System, SystemServer, listening
 from bench.stats import summary
+
+# Systems whose listening socket has SO_REUSEPORT: a replacement can bind beside them.
+REUSEPORT_SYSTEMS = ("gateway",)
 
 SAMPLE_SECONDS = 0.25
 POST_SECONDS = 2.0  # keep publishing this long after every client is back
@@ -147,13 +150,33 @@ async def run(
         sigterm_at = time.time()
         await asyncio.gather(*(shard.ask("mark", sigterm_at) for shard in shards))
         old.terminate()
-        for _ in range(int((grace + 10) / 0.02)):  # polled: no event tells us
-            if not listening(port):
+        # The gateway's listening socket has SO_REUSEPORT: its replacement is started at the
+        # SIGTERM, as a process manager would. The baseline's has not: its replacement can
+        # only bind once the old process has closed its listener.
+        early = system in REUSEPORT_SYSTEMS and options.restart_start == "sigterm"
+        if early:
+            new.launch()
+            sampler.pids = [old_pid, new.pid]
+        listener_closed_at: float | None = None
+        new_listening_at: float | None = None
+        deadline = time.monotonic() + grace + 40
+        while time.monotonic() < deadline:  # polled: no event tells us
+            now = time.time()
+            if listener_closed_at is None and not listening(port, old_pid):
+                listener_closed_at = now
+                if not early:
+                    new.launch()
+                    sampler.pids = [old_pid, new.pid]
+            if new.process is not None and new_listening_at is None and listening(port, new.pid):
+                new_listening_at = now
+            if listener_closed_at is not None and new_listening_at is not None:
                 break
+            if new.process is not None and new.process.poll() is not None:
+                raise RuntimeError(f"replacement exited with {new.process.returncode}")
             await asyncio.sleep(0.02)
-        listener_closed_at = time.time()
-        await asyncio.to_thread(new.start)
-        new_listening_at = time.time() - 0.5  # start() waits 0.5 s once the port answers
+        if new.process is None:
+            new.launch()
+        await asyncio.to_thread(new.wait_ready)
         new_pid = new.pid
         sampler.pids = [old_pid, new_pid]
         all_back_at: float | None = None
@@ -207,6 +230,7 @@ async def run(
         "users": users,
         "grace_s": grace,
         "rate": rate,
+        "replacement_started": "at SIGTERM" if early else "after the old listener closed",
         "connected": connected,
         "open_errors": dict(open_errors),
         "published": published,
