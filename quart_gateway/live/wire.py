@@ -100,7 +100,10 @@ def decode_message(data: bytes | str) -> Frame | DropReason:
     event = obj.get("event")
     if not isinstance(event, str) or event not in REGISTERED_EVENT_TYPES:
         return UNKNOWN_EVENT
-    if "\n" in text or "\r" in text or text != text.strip() or not _encodable(text):
+    # Checked once per message, without copies: a stripped copy, or an encode of text that was
+    # decoded from UTF-8 (and so has no lone surrogate), would cost every message.
+    reencode = "\n" in text or "\r" in text or text[:1].isspace() or text[-1:].isspace()
+    if reencode or (not isinstance(data, bytes) and not _encodable(text)):
         # Pretty-printed JSON would break SSE framing: re-encode compactly (same object), with
         # \u escapes, so that a lone surrogate stays an escape instead of failing to encode.
         try:
