@@ -149,15 +149,7 @@ def command_client(target: RedisTarget, sentinel: Sentinel | None = None) -> Red
         return RedisCluster.from_url(
             target.url, **options, **_transport_options(target.url, target.verify_tls)
         )
-    if sentinel is not None:
-        pool: aioredis.ConnectionPool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
-            target.service, sentinel, **options, **_primary_options(target)
-        )
-    else:
-        assert target.url is not None
-        pool = aioredis.BlockingConnectionPool.from_url(
-            target.url, **options, **_transport_options(target.url, target.verify_tls)
-        )
+    pool = _pool(target, sentinel, options, aioredis.BlockingConnectionPool, _BlockingSentinelPool)
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
 
@@ -171,16 +163,25 @@ def pubsub_connection_factory(
         "socket_connect_timeout": 5.0,
         "client_name": "gateway-pubsub",
     }
-    if sentinel is not None:
-        pool: aioredis.ConnectionPool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
-            target.service, sentinel, **options, **_primary_options(target)
-        )
-    else:
-        assert target.url is not None
-        pool = aioredis.ConnectionPool.from_url(
-            target.url, **options, **_transport_options(target.url, target.verify_tls)
-        )
+    pool = _pool(target, sentinel, options, aioredis.ConnectionPool, SentinelConnectionPool)
     return pool.make_connection
+
+
+def _pool(
+    target: RedisTarget,
+    sentinel: Sentinel | None,
+    options: dict[str, Any],
+    url_pool: type[aioredis.ConnectionPool],
+    sentinel_pool: type[SentinelConnectionPool],
+) -> aioredis.ConnectionPool:
+    """A pool of `url_pool`'s kind for REDIS_URL, or of `sentinel_pool`'s for the primary the
+    sentinels name."""
+    if sentinel is not None:
+        return sentinel_pool(target.service, sentinel, **options, **_primary_options(target))
+    assert target.url is not None
+    return url_pool.from_url(
+        target.url, **options, **_transport_options(target.url, target.verify_tls)
+    )
 
 
 def cluster_node_connector(target: RedisTarget) -> NodeConnector:
