@@ -144,7 +144,7 @@ class EventPublisher:
         """Publish to the primary of a Sentinel-monitored `service`, following failovers: a
         call that fails during one raises PublishError, and the next goes to the new primary.
         `aclose()` it (or use `async with`)."""
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             list(sentinels),
             sentinel_kwargs={
                 "password": sentinel_password,

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,26 +79,48 @@ class Refused:
     error: GatewayError | None
 
 
-@asynccontextmanager
-async def admit(svc: Services, attempt: Attempt) -> AsyncIterator[Admitted | Refused]:
-    if not svc.setup_gate.try_enter():
-        yield _refused(svc, attempt, Refused(disconnect.OVERLOADED, None))
-        return
-    slot = _Slot(svc.setup_gate)
-    try:
-        verdict = await _decide(svc, attempt, slot)
+def admit(svc: Services, attempt: Attempt) -> Admission:
+    """`async with admit(svc, attempt) as verdict`: an `Admitted` or a `Refused`."""
+    return Admission(svc, attempt)
+
+
+class Admission:
+    """The async context manager of `admit()`. A slotted class rather than an
+    `@asynccontextmanager`: one lives as long as each stream (0.5 KiB less per connection)."""
+
+    __slots__ = ("_attempt", "_held", "_slot", "_svc")
+
+    def __init__(self, svc: Services, attempt: Attempt) -> None:
+        self._svc = svc
+        self._attempt = attempt
+        self._slot: _Slot | None = None
+        self._held: Admitted | None = None
+
+    async def __aenter__(self) -> Admitted | Refused:
+        svc, attempt = self._svc, self._attempt
+        if not svc.setup_gate.try_enter():
+            return _refused(svc, attempt, Refused(disconnect.OVERLOADED, None))
+        slot = self._slot = _Slot(svc.setup_gate)
+        try:
+            verdict = await _decide(svc, attempt, slot)
+        except BaseException:
+            slot.release()
+            raise
         if isinstance(verdict, Refused):
             slot.release()
-            yield _refused(svc, attempt, verdict)
-            return
-        limiter = svc.connection_limiter
-        limiter.hold(verdict.principal.user_id, verdict.lease)
+            return _refused(svc, attempt, verdict)
+        svc.connection_limiter.hold(verdict.principal.user_id, verdict.lease)
+        self._held = verdict
+        return verdict
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        held, self._held = self._held, None
         try:
-            yield verdict
+            if held is not None:
+                self._svc.connection_limiter.release(held.principal.user_id, held.lease)
         finally:
-            limiter.release(verdict.principal.user_id, verdict.lease)
-    finally:
-        slot.release()
+            if self._slot is not None:
+                self._slot.release()
 
 
 def _refused(svc: Services, attempt: Attempt, verdict: Refused) -> Refused:

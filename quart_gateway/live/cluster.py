@@ -27,8 +27,8 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +36,12 @@ import redis.asyncio as aioredis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisError
 
-from events.channels import KeySpace, valid_user_id
+from events.channels import KeySpace
 from quart_gateway.live.multiplexer import (
     CANARY_PREFIX,
     CONNECT_TIMEOUT_SECONDS,
     Canary,
+    Membership,
     Multiplexer,
     MultiplexerStatistics,
 )
@@ -167,24 +168,24 @@ class ClusterMultiplexer:
 
     # --- per connection ----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def subscribe(self, user_id: str) -> AsyncIterator[Subscriber]:
+    def subscribe(self, user_id: str) -> Membership:
         """As `Multiplexer.subscribe`, on the engine of the node serving the channel's slot."""
-        if not valid_user_id(user_id):
-            raise ValueError("not a valid user id")
+        return Membership(self, user_id)
+
+    def add(self, user_id: str) -> Subscriber:
         name = self._keys.channel(user_id)
         engine = self._home.get(name)
         slot = -1
         if engine is None:
             slot = key_slot(name.encode())
             engine = self._home[name] = self._route(slot)
-        sub = engine.join(user_id, name, slot)
-        try:
-            yield sub
-        finally:
-            engine = self._home.get(name)  # the channel may have moved meanwhile
-            if engine is not None and engine.leave(sub, name):
-                del self._home[name]
+        return engine.join(user_id, name, slot)
+
+    def remove(self, sub: Subscriber) -> None:
+        name = self._keys.channel(sub.user_id)
+        engine = self._home.get(name)  # the channel may have moved meanwhile
+        if engine is not None and engine.leave(sub, name):
+            del self._home[name]
 
     def broadcast(self, frame: Frame, *, slot: int = 0, slots: int = 1) -> None:
         for engine in self._all_engines():

@@ -31,8 +31,8 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,11 +76,49 @@ class MultiplexerStatistics:
     deaf_detections: int
 
 
+class Members(Protocol):
+    """Where connections register: `add()` one for a user, `remove()` it again."""
+
+    def add(self, user_id: str) -> Subscriber: ...
+
+    def remove(self, sub: Subscriber) -> None: ...
+
+
+class Membership:
+    """`async with channels.subscribe(user_id) as sub`: registers a connection on enter and
+    unregisters it on exit, even on cancel. A slotted class, not an `@asynccontextmanager`:
+    one lives as long as each connection, and a generator-based one costs 0.7 KiB more."""
+
+    __slots__ = ("_members", "_sub", "_user_id")
+
+    def __init__(self, members: Members, user_id: str) -> None:
+        if not valid_user_id(user_id):
+            # Admission refuses these; here it guards the one SUBSCRIBE every channel shares.
+            raise ValueError("not a valid user id")
+        self._members = members
+        self._user_id = user_id
+        self._sub: Subscriber | None = None
+
+    @property
+    def subscriber(self) -> Subscriber:
+        assert self._sub is not None, "not entered"
+        return self._sub
+
+    async def __aenter__(self) -> Subscriber:
+        self._sub = self._members.add(self._user_id)
+        return self._sub
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._sub is not None:
+            self._members.remove(self._sub)
+            self._sub = None
+
+
 class LiveChannels(Protocol):
     """What the app needs of a worker's subscriptions: a `Multiplexer` (one Redis) or a
     `live.cluster.ClusterMultiplexer` (one engine per shard primary)."""
 
-    def subscribe(self, user_id: str) -> AbstractAsyncContextManager[Subscriber]: ...
+    def subscribe(self, user_id: str) -> Membership: ...
 
     def broadcast(self, frame: Frame, *, slot: int = 0, slots: int = 1) -> None: ...
 
@@ -190,22 +228,19 @@ class Multiplexer:
 
     # --- per connection ----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def subscribe(self, user_id: str) -> AsyncIterator[Subscriber]:
-        """Register a connection for `user_id`'s events; unregisters on exit, even on cancel.
+    def subscribe(self, user_id: str) -> Membership:
+        """Register a connection for `user_id`'s events while in the `async with` block.
 
         Frames are queued from the moment of registration; `Subscriber.wait_active()` tells
         when the Redis subscription behind them is confirmed.
         """
-        if not valid_user_id(user_id):
-            # Admission refuses these; here it guards the one SUBSCRIBE every channel shares.
-            raise ValueError("not a valid user id")
-        name = user_channel(user_id)
-        sub = self.join(user_id, name)
-        try:
-            yield sub
-        finally:
-            self.leave(sub, name)
+        return Membership(self, user_id)
+
+    def add(self, user_id: str) -> Subscriber:
+        return self.join(user_id, user_channel(user_id))
+
+    def remove(self, sub: Subscriber) -> None:
+        self.leave(sub, user_channel(sub.user_id))
 
     def join(self, user_id: str, name: str, slot: int = -1) -> Subscriber:
         """Register a connection on channel `name`, subscribing it if it is the first."""

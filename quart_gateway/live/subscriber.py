@@ -32,6 +32,7 @@ class Subscriber:
     __slots__ = (
         "_bytes",
         "_gap",
+        "_loop",
         "_queue",
         "_waiter",
         "active",
@@ -60,6 +61,9 @@ class Subscriber:
         self._bytes = 0
         self._gap: Literal["ids", "legacy"] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # Cached: on Python 3.11 every get_running_loop() is a getpid() system call, and a
+        # connection waits once per delivery.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.overflow_depth: tuple[int, int] = (0, 0)  # (events, bytes) queued at overflow
         self.active = False  # Redis has confirmed the subscription feeding this connection
         self.on_close: Callable[[], object] | None = None
@@ -130,7 +134,10 @@ class Subscriber:
         return SubscriberStatistics(len(self._queue), self._bytes, self.delivered)
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
         try:
             await self._waiter
         finally:

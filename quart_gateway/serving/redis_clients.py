@@ -109,7 +109,7 @@ def open_sentinel(target: RedisTarget) -> Sentinel | None:
     only). It holds connections to the sentinels: `close_sentinel()` it at shutdown."""
     if not target.sentinels or target.cluster:
         return None
-    return Sentinel(  # type: ignore[no-untyped-call]
+    return Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         list(target.sentinels),
         sentinel_kwargs={
             "password": target.sentinel_password,

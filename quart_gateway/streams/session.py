@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from quart_gateway.admission.auth import Principal
 from quart_gateway.admission.pipeline import Admitted, Transport
 from quart_gateway.live import disconnect
+from quart_gateway.live.multiplexer import Membership
 from quart_gateway.live.stream import StreamGuard, frames
 from quart_gateway.live.subscriber import Subscriber
 from quart_gateway.live.wire import Frame
@@ -20,39 +20,77 @@ from quart_gateway.streams.asgi import Receive
 _GONE = {"ws": "websocket.disconnect", "sse": "http.disconnect"}
 
 
-@asynccontextmanager
-async def live_stream(
+def live_stream(
     svc: Services, principal: Principal, transport: Transport, receive: Receive
-) -> AsyncIterator[Subscriber]:
+) -> LiveStream:
+    """`async with live_stream(...) as sub`: one registered live connection."""
+    return LiveStream(svc, principal, transport, receive)
+
+
+class LiveStream:
     """Register one live connection: multiplexer, timers, metrics, drain tracking, and a
     reader that closes the subscriber with CLIENT_GONE when the ASGI disconnect arrives.
 
     Everything is undone on exit, including when the handler is cancelled (a stuck write, a
     shutdown). Send the farewell inside the block: the stall guard covers it. (The connection
-    lease is the handler's: it is taken before the stream exists.)
+    lease is the handler's: it is taken before the stream exists.) A slotted class rather
+    than an `@asynccontextmanager`: one lives as long as each connection.
     """
-    user_id = principal.user_id
-    svc.lifecycle.stream_opened()
-    svc.metrics.connections.labels(transport=transport).inc()
-    svc.metrics.connections_total.labels(transport=transport).inc()
-    try:
-        async with svc.mux.subscribe(user_id) as sub:
-            logs.bind(conn_id=sub.conn_id)
-            guard = StreamGuard(sub, principal, svc.settings.max_connection_seconds)
-            if svc.lifecycle.draining:  # SIGTERM arrived while this stream was being set up
-                sub.close(disconnect.SHUTDOWN)
-            reader = asyncio.create_task(_read_until_gone(receive, _GONE[transport], sub))
+
+    __slots__ = ("_guard", "_membership", "_principal", "_reader", "_receive", "_svc", "_transport")
+
+    def __init__(
+        self, svc: Services, principal: Principal, transport: Transport, receive: Receive
+    ) -> None:
+        self._svc = svc
+        self._principal = principal
+        self._transport = transport
+        self._receive = receive
+        self._membership: Membership | None = None
+        self._guard: StreamGuard | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Subscriber:
+        svc, transport = self._svc, self._transport
+        svc.lifecycle.stream_opened()
+        svc.metrics.connections.labels(transport=transport).inc()
+        svc.metrics.connections_total.labels(transport=transport).inc()
+        try:
+            membership = svc.mux.subscribe(self._principal.user_id)
+            sub = await membership.__aenter__()
+        except BaseException:
+            self._closed()
+            raise
+        self._membership = membership
+        logs.bind(conn_id=sub.conn_id)
+        self._guard = StreamGuard(sub, self._principal, svc.settings.max_connection_seconds)
+        if svc.lifecycle.draining:  # SIGTERM arrived while this stream was being set up
+            sub.close(disconnect.SHUTDOWN)
+        self._reader = asyncio.create_task(_read_until_gone(self._receive, _GONE[transport], sub))
+        return sub
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        membership, self._membership = self._membership, None
+        if membership is None:
+            return
+        try:
+            sub = membership.subscriber
+            if self._guard is not None:
+                self._guard.close()
+            if self._reader is not None:
+                self._reader.cancel()
+                await asyncio.gather(self._reader, return_exceptions=True)
+            reason = sub.close_reason or disconnect.CLIENT_GONE
+            self._svc.metrics.disconnects.labels(reason=reason.reason).inc()
+        finally:
             try:
-                yield sub
+                await membership.__aexit__(*exc_info)
             finally:
-                guard.close()
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-                reason = sub.close_reason or disconnect.CLIENT_GONE
-                svc.metrics.disconnects.labels(reason=reason.reason).inc()
-    finally:
-        svc.metrics.connections.labels(transport=transport).dec()
-        svc.lifecycle.stream_closed()
+                self._closed()
+
+    def _closed(self) -> None:
+        self._svc.metrics.connections.labels(transport=self._transport).dec()
+        self._svc.lifecycle.stream_closed()
 
 
 def stream_frames(

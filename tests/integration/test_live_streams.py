@@ -381,3 +381,42 @@ async def test_head_events_is_405_and_streams_need_a_running_gateway(
     response = await idle.test_client().get("/events")
     assert response.status_code == 503
     assert (await response.get_json())["error"]["code"] == "streams_unavailable"
+
+
+async def test_a_stream_leaves_nothing_behind_however_it_ends(
+    make_settings: SettingsFactory, http: httpx.AsyncClient, user_id: str
+) -> None:
+    """Admitted, refused and abandoned streams on both transports: once they are gone, no
+    subscriber, lease, gauge or drain count is left of them."""
+
+    async def metric(name: str) -> float:
+        text = (await http.get(f"{live.url}/metrics")).text
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
+        )
+
+    async with serving(make_settings(max_connections_per_user=1)) as live:
+        async with ws(live, user_id) as held:
+            refused = await http.get(f"{live.url}/events", params={"token": make_token(user_id)})
+            assert refused.status_code == 429
+            assert await metric("gateway_connections{") == 1
+            await held.close()
+        async with sse(http, live, user_id + "-sse"):
+            assert await metric("gateway_connections{") == 1
+        # The connection of a client that goes away without a close frame.
+        abandoned = await connect(f"{live.ws_url}/ws?token={make_token(user_id)}")
+        assert (await ws_next(abandoned))["event"] == "connected"
+        abandoned.transport.abort()
+
+        async def settled() -> bool:
+            return (
+                live.services.mux.statistics().subscribers == 0
+                and await metric("gateway_connections{") == 0
+            )
+
+        await wait_until(settled)
+        assert live.services.mux.statistics().channels == 0
+        assert await live.services.lifecycle.wait_drained(0.1)  # no stream counted open
+        # Everything was given back: the user's one allowed connection is free again.
+        async with ws(live, user_id), sse(http, live, user_id + "-sse"):
+            assert await metric("gateway_connections{") == 2
