@@ -58,7 +58,8 @@ def parse(argv: list[str] | None = None) -> Options:
         "--systems",
         default="gateway,baseline",
         help="gateway, baseline (origin design on Quart/Hypercorn), uvicorn (origin design on "
-        "FastAPI/uvicorn, needs the `bench` extra)",
+        "FastAPI/uvicorn, needs the `bench` extra), bare (a do-nothing ASGI app on Hypercorn: the "
+        "memory floor, idle scenario only)",
     )
     parser.add_argument("--transport", choices=("ws", "sse"), default="ws")
     parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))

@@ -66,7 +66,9 @@ async def run(options: Options) -> Path:
     redis_server = RedisServer(log_dir)
     redis_server.start()
     ctx = Context(options, redis_server, Loader(redis_server.url, options.payload), log_dir)
-    systems: list[System] = [s for s in ("gateway", "baseline", "uvicorn") if s in options.systems]
+    systems: list[System] = [
+        s for s in ("gateway", "baseline", "uvicorn", "bare") if s in options.systems
+    ]
     try:
         if "idle" in options.scenarios:
             for size in options.idle_sizes:
@@ -75,12 +77,14 @@ async def run(options: Options) -> Path:
                     entry = await idle.run(ctx, system, size)
                     results.setdefault("idle", {}).setdefault(system, []).append(entry)
                     _say(f"  connected {entry['connected']}, {entry['rss_per_conn_kib']} KiB/conn")
-        for system in systems:
+        # `bare` serves no events: it is only the memory floor of the idle scenario.
+        live = [s for s in systems if s != "bare"]
+        for system in live:
             await _live_scenarios(ctx, system, results)
         if "restart" in options.scenarios:
             for size in options.restart_connections:
                 for grace in options.restart_graces:
-                    for system in systems:
+                    for system in live:
                         _say(f"{system}: restart with {size} streams, grace {grace:g} s")
                         entry = await restart.run(ctx, system, size, grace, options.restart_rate)
                         results.setdefault("restart", {}).setdefault(system, []).append(entry)

@@ -20,12 +20,13 @@ import redis
 
 from bench.procinfo import raise_nofile
 
-System = Literal["gateway", "baseline", "uvicorn"]
+System = Literal["gateway", "baseline", "uvicorn", "bare"]
 # The origin design on two stacks: as the origin wrote it (FastAPI on uvicorn with httptools
 # and uvloop) and rendered on the gateway's own stack (Quart on Hypercorn).
 BASELINE_MODULES = {
     "baseline": "bench.baselines.origin",
     "uvicorn": "bench.baselines.origin_fastapi",
+    "bare": "bench.baselines.bare_hypercorn",  # memory floor: Hypercorn alone (idle scenario)
 }
 SERVER_CORE = 0
 LOAD_CORE = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,8 +58,15 @@ class StreamRequest:
         )
 
     def response_headers(self, *extra: tuple[str, str]) -> list[tuple[bytes, bytes]]:
-        pairs = [(CORRELATION_HEADER, self.correlation_id), *extra]
-        return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+        """The correlation id and `extra`. Hypercorn keeps an event stream's headers for as
+        long as it streams: the `extra` pairs (the same few for every stream) are shared."""
+        own = (CORRELATION_HEADER.lower().encode("latin-1"), self.correlation_id.encode("latin-1"))
+        return [own, *(_encoded(name, value) for name, value in extra)]
+
+
+@functools.lru_cache(maxsize=512)
+def _encoded(name: str, value: str) -> tuple[bytes, bytes]:
+    return name.lower().encode("latin-1"), value.encode("latin-1")
 
 
 async def send_json(
