@@ -97,6 +97,8 @@ class Admission:
         self._held: Admitted | None = None
 
     async def __aenter__(self) -> Admitted | Refused:
+        if self._slot is not None or self._held is not None:
+            raise RuntimeError("an admission is entered once")
         svc, attempt = self._svc, self._attempt
         if not svc.setup_gate.try_enter():
             return _refused(svc, attempt, Refused(disconnect.OVERLOADED, None))

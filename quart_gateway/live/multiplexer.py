@@ -105,6 +105,8 @@ class Membership:
         return self._sub
 
     async def __aenter__(self) -> Subscriber:
+        if self._sub is not None:
+            raise RuntimeError("a membership is entered once")
         self._sub = self._members.add(self._user_id)
         return self._sub
 

@@ -113,6 +113,8 @@ def decode_message(data: bytes | str) -> Frame | DropReason:
             text = json.dumps(_STANDARD.decode(text), separators=(",", ":"))
         except RecursionError:
             return TOO_DEEP
+        except ValueError:  # orjson took what the standard parser refuses: not JSON to us
+            return NOT_JSON
     return make_frame(text, obj.get("id"))
 
 

@@ -72,10 +72,11 @@ class Bound:
         self._token: contextvars.Token[dict[str, str]] | None = None
 
     def __enter__(self) -> None:
+        fields, self._fields = self._fields, None
+        if fields is None:
+            raise RuntimeError("bound() is entered once")
         self._token = _CONTEXT.set(dict(_CONTEXT.get({})))
-        if self._fields is not None:
-            bind(**self._fields)
-            self._fields = None
+        bind(**fields)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 
 from quart_gateway.admission.auth import Principal
@@ -51,6 +52,8 @@ class LiveStream:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Subscriber:
+        if self._membership is not None:
+            raise RuntimeError("a live stream is entered once")
         svc, transport = self._svc, self._transport
         svc.lifecycle.stream_opened()
         svc.metrics.connections.labels(transport=transport).inc()
@@ -62,11 +65,17 @@ class LiveStream:
             self._closed()
             raise
         self._membership = membership
-        logs.bind(conn_id=sub.conn_id)
-        self._guard = StreamGuard(sub, self._principal, svc.settings.max_connection_seconds)
-        if svc.lifecycle.draining:  # SIGTERM arrived while this stream was being set up
-            sub.close(disconnect.SHUTDOWN)
-        self._reader = asyncio.create_task(_read_until_gone(self._receive, _GONE[transport], sub))
+        try:
+            logs.bind(conn_id=sub.conn_id)
+            self._guard = StreamGuard(sub, self._principal, svc.settings.max_connection_seconds)
+            if svc.lifecycle.draining:  # SIGTERM arrived while this stream was being set up
+                sub.close(disconnect.SHUTDOWN)
+            self._reader = asyncio.create_task(
+                _read_until_gone(self._receive, _GONE[transport], sub)
+            )
+        except BaseException:
+            await self.__aexit__(*sys.exc_info())
+            raise
         return sub
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from events import DOMAIN_EVENT_TYPES
 from tests.servers import LiveGateway, SettingsFactory, serving
@@ -420,3 +421,25 @@ async def test_a_stream_leaves_nothing_behind_however_it_ends(
         # Everything was given back: the user's one allowed connection is free again.
         async with ws(live, user_id), sse(http, live, user_id + "-sse"):
             assert await metric("gateway_connections{") == 2
+
+
+async def test_a_stream_whose_set_up_fails_after_subscribing_is_undone(
+    live: LiveGateway, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure between registering with the multiplexer and streaming (here the stream's
+    timers) must not leave the subscription, the gauge or the drain count behind."""
+    import quart_gateway.streams.session as session
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("timers unavailable")
+
+    monkeypatch.setattr(session, "StreamGuard", broken)
+    async with connect(f"{live.ws_url}/ws?token={make_token(user_id)}") as conn:
+        with pytest.raises(ConnectionClosed):
+            await ws_next(conn)
+    monkeypatch.undo()
+    await wait_until(lambda: live.services.mux.statistics().subscribers == 0)
+    assert live.services.mux.statistics().channels == 0
+    assert await live.services.lifecycle.wait_drained(0.1)
+    async with ws(live, user_id):  # and the user's lease is free again
+        assert live.services.mux.statistics().subscribers == 1

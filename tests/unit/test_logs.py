@@ -86,3 +86,14 @@ def test_a_lone_surrogate_does_not_break_either_format() -> None:
     bad = record("user %s", "x\ud800", user_id="x\ud800")
     for formatter in (logs.TextFormatter(), logs.JsonFormatter()):
         formatter.format(bad).encode()  # encodable: the handler writes UTF-8
+
+
+def test_bound_fields_are_restored_and_a_bound_is_entered_once() -> None:
+    scope = logs.bound(user_id="u-1")
+    with scope:
+        assert logs.context()["user_id"] == "u-1"
+        with pytest.raises(RuntimeError):
+            scope.__enter__()  # nested: would lose the outer restore
+    assert "user_id" not in logs.context()
+    with pytest.raises(RuntimeError), scope:
+        pass  # again: would bind nothing
