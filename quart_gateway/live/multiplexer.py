@@ -99,11 +99,6 @@ class Membership:
         self._user_id = user_id
         self._sub: Subscriber | None = None
 
-    @property
-    def subscriber(self) -> Subscriber:
-        assert self._sub is not None, "not entered"
-        return self._sub
-
     async def __aenter__(self) -> Subscriber:
         if self._sub is not None:
             raise RuntimeError("a membership is entered once")

@@ -38,7 +38,16 @@ class LiveStream:
     than an `@asynccontextmanager`: one lives as long as each connection.
     """
 
-    __slots__ = ("_guard", "_membership", "_principal", "_reader", "_receive", "_svc", "_transport")
+    __slots__ = (
+        "_guard",
+        "_membership",
+        "_principal",
+        "_reader",
+        "_receive",
+        "_sub",
+        "_svc",
+        "_transport",
+    )
 
     def __init__(
         self, svc: Services, principal: Principal, transport: Transport, receive: Receive
@@ -48,6 +57,7 @@ class LiveStream:
         self._transport = transport
         self._receive = receive
         self._membership: Membership | None = None
+        self._sub: Subscriber | None = None
         self._guard: StreamGuard | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -60,12 +70,8 @@ class LiveStream:
         svc.metrics.connections_total.labels(transport=transport).inc()
         try:
             membership = svc.mux.subscribe(self._principal.user_id)
-            sub = await membership.__aenter__()
-        except BaseException:
-            self._closed()
-            raise
-        self._membership = membership
-        try:
+            sub = self._sub = await membership.__aenter__()
+            self._membership = membership
             logs.bind(conn_id=sub.conn_id)
             self._guard = StreamGuard(sub, self._principal, svc.settings.max_connection_seconds)
             if svc.lifecycle.draining:  # SIGTERM arrived while this stream was being set up
@@ -74,26 +80,26 @@ class LiveStream:
                 _read_until_gone(self._receive, _GONE[transport], sub)
             )
         except BaseException:
-            await self.__aexit__(*sys.exc_info())
+            await self.__aexit__(*sys.exc_info())  # undoes as much as was done
             raise
         return sub
 
     async def __aexit__(self, *exc_info: object) -> None:
         membership, self._membership = self._membership, None
-        if membership is None:
-            return
+        sub, self._sub = self._sub, None
         try:
-            sub = membership.subscriber
             if self._guard is not None:
                 self._guard.close()
             if self._reader is not None:
                 self._reader.cancel()
                 await asyncio.gather(self._reader, return_exceptions=True)
-            reason = sub.close_reason or disconnect.CLIENT_GONE
-            self._svc.metrics.disconnects.labels(reason=reason.reason).inc()
+            if sub is not None:
+                reason = sub.close_reason or disconnect.CLIENT_GONE
+                self._svc.metrics.disconnects.labels(reason=reason.reason).inc()
         finally:
             try:
-                await membership.__aexit__(*exc_info)
+                if membership is not None:
+                    await membership.__aexit__(*exc_info)
             finally:
                 self._closed()
 

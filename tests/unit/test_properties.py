@@ -103,17 +103,9 @@ def decoded_by_the_standard_parser(data: bytes | str) -> wire.Frame | wire.DropR
     event = obj.get("event")
     if not isinstance(event, str) or event not in wire.REGISTERED_EVENT_TYPES:
         return wire.UNKNOWN_EVENT
-    if text != text.strip() or "\n" in text or "\r" in text or not _utf8(text):
+    if text != text.strip() or "\n" in text or "\r" in text or not wire._encodable(text):
         text = json.dumps(obj, separators=(",", ":"))
     return wire.make_frame(text, obj.get("id"))
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 big_numbers = st.integers(min_value=2**63 - 2, max_value=2**80) | st.sampled_from(
